@@ -1,0 +1,559 @@
+//! The gossip task: the one owner of foca, of this node's published counts
+//! and of the cluster state.
+//!
+//! It loops over `select! { biased; shutdown, timers, datagrams, commands,
+//! round }`. foca is driven through an accumulating runtime that the task
+//! drains after every input: datagrams are sealed and sent, timers go to a
+//! delay queue, membership notifications and received count updates are
+//! merged into [`ClusterState`], and a fresh [`ClusterView`] is published
+//! when anything a reader sees has changed.
+
+use std::{
+    collections::{HashMap, HashSet},
+    net::SocketAddr,
+    num::{NonZeroU32, NonZeroUsize},
+    sync::{Arc, Mutex, PoisonError},
+    time::{Duration, Instant},
+};
+
+use foca::{AccumulatingRuntime, Config, Foca, OwnedNotification, PostcardCodec, Timer};
+use headcount_counter::{CounterTable, Topic};
+use headcount_proto::cluster::{Kind, NodeState, TopicCount};
+use rand::{SeedableRng, rngs::StdRng};
+use tokio::{
+    net::UdpSocket,
+    sync::{mpsc, oneshot, watch},
+};
+use tokio_util::{sync::CancellationToken, task::TaskTracker, time::DelayQueue};
+use tracing::{debug, info, warn};
+
+use crate::{
+    broadcast::{UpdateHandler, encode_update},
+    envelope::Sealer,
+    identity::NodeId,
+    metrics::ClusterMetrics,
+    state::{ClusterState, FullState, Outcome, Update},
+    sync::{self, PullError},
+    view::{ClusterView, MemberInfo, MemberState},
+};
+
+/// foca's packet limit; with the envelope a datagram stays under 1472 bytes,
+/// the UDP payload of a 1500-byte MTU.
+const MAX_FOCA_PACKET: usize = 1400;
+/// Largest datagram accepted; anything bigger is dropped unread.
+pub(crate) const MAX_DATAGRAM: usize = 1500;
+/// Budget for one count update, leaving room in a packet for foca's header
+/// and membership updates.
+const MAX_UPDATE_BYTES: usize = 900;
+/// Above this many updates in one round, peers repair by pulling instead.
+const MAX_UPDATES_PER_ROUND: usize = 16;
+/// Down members are listed in the view this long after they went down.
+const LIST_DOWN_FOR: Duration = Duration::from_secs(300);
+/// A live member whose gossip has not been heard for this many rounds (at
+/// least) is flagged stale.
+const STALE_AFTER_ROUNDS: u32 = 5;
+
+type SwimNode = Foca<NodeId, PostcardCodec, StdRng, UpdateHandler>;
+
+/// Requests to the gossip task from other tasks.
+pub(crate) enum Command {
+    /// Announce to these seed addresses (and to members down).
+    Announce(Vec<SocketAddr>),
+    /// Answer with this node's published full state.
+    FullState(oneshot::Sender<NodeState>),
+    /// A pull finished.
+    Pulled { name: String, result: Result<FullState, PullError> },
+}
+
+/// The settings the gossip task runs with.
+pub(crate) struct GossipSettings {
+    pub(crate) identity: NodeId,
+    pub(crate) interval: Duration,
+    pub(crate) suspect_timeout: Duration,
+}
+
+/// This node's own counts as published to the cluster.
+struct Published {
+    seq: u64,
+    round: u64,
+    counts: HashMap<Topic, (u64, u64)>,
+}
+
+impl Published {
+    /// Turns one round's changes into encoded updates, recording them.
+    fn next_round(&mut self, identity: &NodeId, changed: Vec<(Topic, u64)>) -> Vec<Vec<u8>> {
+        self.round += 1;
+        let node = identity.node_ref();
+        if changed.is_empty() {
+            return vec![encode_update(node, self.seq, self.round, &[])];
+        }
+        let chunks = chunk(changed);
+        if chunks.len() > MAX_UPDATES_PER_ROUND {
+            // Too much for broadcasts: record it under one seq and announce
+            // that seq in a digest; peers see the gap and pull.
+            self.seq += 1;
+            for (topic, count) in chunks.into_iter().flatten() {
+                self.record(topic, count);
+            }
+            return vec![encode_update(node, self.seq, self.round, &[])];
+        }
+        chunks
+            .into_iter()
+            .map(|chunk| {
+                self.seq += 1;
+                let encoded = encode_update(node.clone(), self.seq, self.round, &chunk);
+                for (topic, count) in chunk {
+                    self.record(topic, count);
+                }
+                encoded
+            })
+            .collect()
+    }
+
+    fn record(&mut self, topic: Topic, count: u64) {
+        if count == 0 {
+            self.counts.remove(&topic);
+        } else {
+            self.counts.insert(topic, (count, self.seq));
+        }
+    }
+
+    fn full_state(&self, identity: &NodeId) -> NodeState {
+        let counts = self
+            .counts
+            .iter()
+            .map(|(topic, (count, version))| TopicCount { topic: topic.to_string(), count: *count, version: *version })
+            .collect();
+        NodeState { node: Some(identity.node_ref()), seq: self.seq, counts }
+    }
+}
+
+/// Splits changes into groups that each encode within [`MAX_UPDATE_BYTES`].
+fn chunk(changed: Vec<(Topic, u64)>) -> Vec<Vec<(Topic, u64)>> {
+    let mut chunks = vec![Vec::new()];
+    let mut size = 0;
+    for (topic, count) in changed {
+        // tag + length + topic + tag + varint count + message framing
+        let entry = topic.len() + 16;
+        if size + entry > MAX_UPDATE_BYTES && size > 0 {
+            chunks.push(Vec::new());
+            size = 0;
+        }
+        size += entry;
+        if let Some(last) = chunks.last_mut() {
+            last.push((topic, count));
+        }
+    }
+    chunks
+}
+
+pub(crate) struct Gossip {
+    identity: NodeId,
+    interval: Duration,
+    foca: SwimNode,
+    runtime: AccumulatingRuntime<NodeId>,
+    timers: DelayQueue<Timer<NodeId>>,
+    socket: UdpSocket,
+    sealer: Sealer,
+    inbox: Arc<Mutex<Vec<Update>>>,
+    state: ClusterState,
+    table: CounterTable,
+    published: Published,
+    view: watch::Sender<Arc<ClusterView>>,
+    view_dirty: bool,
+    commands: mpsc::Receiver<Command>,
+    commands_tx: mpsc::Sender<Command>,
+    pulling: HashSet<String>,
+    previous_gaps: HashSet<String>,
+    down_since: HashMap<SocketAddr, Instant>,
+    metrics: ClusterMetrics,
+    tracker: TaskTracker,
+    shutdown: CancellationToken,
+}
+
+/// What the gossip task needs from its caller.
+pub(crate) struct GossipParts {
+    pub(crate) socket: UdpSocket,
+    pub(crate) sealer: Sealer,
+    pub(crate) table: CounterTable,
+    pub(crate) view: watch::Sender<Arc<ClusterView>>,
+    pub(crate) commands: mpsc::Receiver<Command>,
+    pub(crate) commands_tx: mpsc::Sender<Command>,
+    pub(crate) metrics: ClusterMetrics,
+    pub(crate) tracker: TaskTracker,
+    pub(crate) shutdown: CancellationToken,
+}
+
+impl Gossip {
+    pub(crate) fn new(settings: GossipSettings, parts: GossipParts) -> Self {
+        let inbox = Arc::new(Mutex::new(Vec::new()));
+        let handler = UpdateHandler::new(settings.identity.name.clone(), Arc::clone(&inbox));
+        let foca = Foca::with_custom_broadcast(
+            settings.identity.clone(),
+            swim_config(settings.suspect_timeout),
+            StdRng::from_rng(&mut rand::rng()),
+            PostcardCodec,
+            handler,
+        );
+        Self {
+            identity: settings.identity,
+            interval: settings.interval,
+            foca,
+            runtime: AccumulatingRuntime::new(),
+            timers: DelayQueue::new(),
+            socket: parts.socket,
+            sealer: parts.sealer,
+            inbox,
+            state: ClusterState::default(),
+            table: parts.table,
+            published: Published { seq: 0, round: 0, counts: HashMap::new() },
+            view: parts.view,
+            view_dirty: true,
+            commands: parts.commands,
+            commands_tx: parts.commands_tx,
+            pulling: HashSet::new(),
+            previous_gaps: HashSet::new(),
+            down_since: HashMap::new(),
+            metrics: parts.metrics,
+            tracker: parts.tracker,
+            shutdown: parts.shutdown,
+        }
+    }
+
+    pub(crate) async fn run(mut self) {
+        let mut round = tokio::time::interval(self.interval);
+        round.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut buf = vec![0u8; MAX_DATAGRAM + 1];
+        info!(node = %self.identity.name, addr = %self.identity.gossip, "gossip started");
+        loop {
+            tokio::select! {
+                biased;
+                () = self.shutdown.cancelled() => break,
+                Some(expired) = std::future::poll_fn(|cx| self.timers.poll_expired(cx)) => {
+                    let result = self.foca.handle_timer(expired.into_inner(), &mut self.runtime);
+                    log_foca_error("timer", result);
+                }
+                received = self.socket.recv_from(&mut buf) => match received {
+                    Ok((len, _)) => self.on_datagram(&buf[..len]),
+                    Err(error) => debug!(%error, "gossip receive failed"),
+                },
+                Some(command) = self.commands.recv() => self.on_command(command),
+                _ = round.tick() => self.on_round(),
+            }
+            self.metrics.command_queue_depth.set(i64::try_from(self.commands.len()).unwrap_or(i64::MAX));
+            self.flush();
+        }
+        self.leave();
+    }
+
+    fn on_datagram(&mut self, data: &[u8]) {
+        self.metrics.received_packets.inc();
+        self.metrics.received_bytes.inc_by(data.len() as u64);
+        match self.sealer.open(Kind::Gossip, data) {
+            Ok(body) => {
+                if let Err(error) = self.foca.handle_data(&body, &mut self.runtime) {
+                    debug!(%error, "gossip packet rejected");
+                    self.metrics.dropped("rejected");
+                }
+            }
+            Err(reason) => {
+                debug!(%reason, "gossip datagram dropped");
+                self.metrics.dropped(reason.label());
+            }
+        }
+    }
+
+    fn on_command(&mut self, command: Command) {
+        match command {
+            Command::Announce(seeds) => self.announce(seeds),
+            Command::FullState(reply) => {
+                // The asker may have given up; nothing to do then.
+                let _ = reply.send(self.published.full_state(&self.identity));
+            }
+            Command::Pulled { name, result } => {
+                self.pulling.remove(&name);
+                match result {
+                    Ok(full) => {
+                        self.metrics.pulls.get_or_create(&[("result", "ok")]).inc();
+                        if self.state.apply_full_state(&full, Instant::now()) == Outcome::Changed {
+                            self.view_dirty = true;
+                        }
+                    }
+                    Err(error) => {
+                        self.metrics.pulls.get_or_create(&[("result", "error")]).inc();
+                        warn!(peer = %name, %error, "full-state pull failed");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Announces to seeds and to members declared down, so that a node
+    /// finds the cluster after it starts and both sides of a healed
+    /// partition find each other again.
+    fn announce(&mut self, seeds: Vec<SocketAddr>) {
+        let active: HashSet<SocketAddr> = self.foca.iter_members().map(|member| member.id().gossip).collect();
+        let down = self.down_since.keys().copied();
+        let targets: HashSet<SocketAddr> = seeds.into_iter().chain(down).collect();
+        for addr in targets {
+            if addr != self.identity.gossip && !active.contains(&addr) {
+                log_foca_error("announce", self.foca.announce(NodeId::seed(addr), &mut self.runtime));
+            }
+        }
+    }
+
+    fn on_round(&mut self) {
+        let changed = self.table.drain_changed();
+        let updates = self.published.next_round(&self.identity, changed);
+        for update in &updates {
+            log_foca_error("add broadcast", self.foca.add_broadcast(update).map(drop));
+        }
+        for _ in &updates {
+            log_foca_error("broadcast", self.foca.broadcast(&mut self.runtime));
+        }
+        let gaps: HashSet<String> = self.state.gaps().map(str::to_owned).collect();
+        let persistent: Vec<String> = gaps.intersection(&self.previous_gaps).cloned().collect();
+        for name in persistent {
+            self.pull(&name);
+        }
+        self.previous_gaps = gaps;
+        let now = Instant::now();
+        self.down_since.retain(|_, since| now.duration_since(*since) < LIST_DOWN_FOR);
+        self.view_dirty = true;
+    }
+
+    fn pull(&mut self, name: &str) {
+        let Some(target) = self.foca.iter_members().map(|member| member.id()).find(|id| id.name == name).cloned()
+        else {
+            return;
+        };
+        if !self.pulling.insert(target.name.clone()) {
+            return;
+        }
+        let sealer = self.sealer.clone();
+        let commands = self.commands_tx.clone();
+        let shutdown = self.shutdown.clone();
+        self.tracker.spawn(async move {
+            let result = tokio::select! {
+                () = shutdown.cancelled() => return,
+                result = sync::pull(&sealer, &target) => result,
+            };
+            // The gossip task is gone only when shutting down.
+            let _ = commands.send(Command::Pulled { name: target.name, result }).await;
+        });
+    }
+
+    /// Drains everything foca asked for and everything it delivered, until
+    /// nothing is left.
+    fn flush(&mut self) {
+        loop {
+            while let Some(notification) = self.runtime.to_notify() {
+                self.on_notification(notification);
+            }
+            if self.apply_inbox() {
+                // Pass new counts on at once instead of waiting for a timer.
+                log_foca_error("broadcast", self.foca.broadcast(&mut self.runtime));
+            }
+            while let Some((after, timer)) = self.runtime.to_schedule() {
+                self.timers.insert(timer, after);
+            }
+            while let Some((to, data)) = self.runtime.to_send() {
+                self.send(to.gossip, data.to_vec());
+            }
+            if self.runtime.backlog() == 0 && self.inbox_is_empty() {
+                break;
+            }
+        }
+        if self.view_dirty {
+            self.publish_view();
+        }
+    }
+
+    fn send(&self, to: SocketAddr, packet: Vec<u8>) {
+        let sealed = self.sealer.seal(Kind::Gossip, packet);
+        match self.socket.try_send_to(&sealed, to) {
+            Ok(sent) => {
+                self.metrics.sent_packets.inc();
+                self.metrics.sent_bytes.inc_by(sent as u64);
+            }
+            Err(error) => debug!(%to, %error, "gossip send failed"),
+        }
+    }
+
+    fn inbox_is_empty(&self) -> bool {
+        self.inbox.lock().unwrap_or_else(PoisonError::into_inner).is_empty()
+    }
+
+    /// Merges received updates; returns whether any carried counts.
+    fn apply_inbox(&mut self) -> bool {
+        let updates = std::mem::take(&mut *self.inbox.lock().unwrap_or_else(PoisonError::into_inner));
+        let now = Instant::now();
+        let mut carried_counts = false;
+        for update in updates {
+            carried_counts |= !update.counts.is_empty();
+            let outcome = self.state.apply_update(&update, now);
+            let label = match outcome {
+                Outcome::Changed => "changed",
+                Outcome::Unchanged => "unchanged",
+                Outcome::Stale => "stale",
+                Outcome::NotMember => "not_member",
+            };
+            self.metrics.updates.get_or_create(&[("outcome", label)]).inc();
+            self.view_dirty |= outcome == Outcome::Changed;
+        }
+        carried_counts
+    }
+
+    fn on_notification(&mut self, notification: OwnedNotification<NodeId>) {
+        match notification {
+            OwnedNotification::MemberUp(id) => self.member_up(&id),
+            OwnedNotification::MemberDown(id) => self.member_down(&id),
+            OwnedNotification::Rename(before, after) => {
+                self.member_down(&before);
+                self.member_up(&after);
+            }
+            OwnedNotification::Rejoin(id) => {
+                info!(incarnation = id.incarnation, "rejoined the cluster under a new incarnation");
+                self.identity = id;
+            }
+            OwnedNotification::Active => info!("joined the cluster"),
+            OwnedNotification::Idle => info!("no other live member"),
+            OwnedNotification::Defunct => warn!("declared down by the cluster and cannot rejoin"),
+        }
+        self.view_dirty = true;
+    }
+
+    fn member_up(&mut self, id: &NodeId) {
+        info!(peer = %id.name, addr = %id.gossip, "member up");
+        self.down_since.remove(&id.gossip);
+        if self.state.member_up(&id.name, id.incarnation, Instant::now()) {
+            self.pull(&id.name);
+        }
+    }
+
+    fn member_down(&mut self, id: &NodeId) {
+        info!(peer = %id.name, addr = %id.gossip, "member down");
+        self.down_since.insert(id.gossip, Instant::now());
+        self.state.member_down(&id.name, id.incarnation);
+    }
+
+    fn publish_view(&mut self) {
+        self.view_dirty = false;
+        let now = Instant::now();
+        let live = self.foca.num_members();
+        let stale_after = self.interval * STALE_AFTER_ROUNDS.max(u32::try_from(2 * live / 3).unwrap_or(u32::MAX));
+        let mut counts = [0i64; 3];
+        let members: Vec<MemberInfo> = self
+            .foca
+            .iter_membership_state()
+            .filter_map(|member| {
+                let id = member.id();
+                let state = match member.state() {
+                    foca::State::Alive => MemberState::Alive,
+                    foca::State::Suspect => MemberState::Suspect,
+                    foca::State::Down if self.down_since.contains_key(&id.gossip) => MemberState::Down,
+                    foca::State::Down => return None,
+                };
+                counts[state as usize] += 1;
+                let summary = self.state.node(&id.name).filter(|node| node.incarnation == id.incarnation);
+                let summary = summary.filter(|_| state != MemberState::Down);
+                Some(MemberInfo {
+                    name: id.name.clone(),
+                    addr: id.gossip,
+                    state,
+                    connections: summary.map_or(0, |node| node.connections),
+                    topics: summary.map_or(0, |node| node.topics),
+                    last_heard: summary.map(|node| node.last_heard),
+                    stale: state == MemberState::Alive
+                        && summary.is_some_and(|node| now.duration_since(node.last_heard) > stale_after),
+                })
+            })
+            .collect();
+        for (state, count) in [MemberState::Alive, MemberState::Suspect, MemberState::Down].iter().zip(counts) {
+            self.metrics.members.get_or_create(&[("state", state.as_str())]).set(count);
+        }
+        let view = ClusterView {
+            self_name: self.identity.name.clone(),
+            self_addr: self.identity.gossip,
+            joined: live > 0,
+            members,
+            totals: self.state.totals(),
+            live_remote: self.state.nodes(),
+        };
+        self.view.send_replace(Arc::new(view));
+    }
+
+    /// Tells the cluster this node is leaving, so peers drop its counts now
+    /// instead of waiting for failure detection.
+    fn leave(&mut self) {
+        log_foca_error("leave", self.foca.leave_cluster(&mut self.runtime));
+        while let Some((to, data)) = self.runtime.to_send() {
+            self.send(to.gossip, data.to_vec());
+        }
+        info!(node = %self.identity.name, "left the cluster");
+    }
+}
+
+fn swim_config(suspect_timeout: Duration) -> Config {
+    let mut config = Config::new_lan(NonZeroU32::new(32).unwrap_or(NonZeroU32::MIN));
+    config.suspect_to_down_after = suspect_timeout;
+    config.max_packet_size = NonZeroUsize::new(MAX_FOCA_PACKET).unwrap_or(NonZeroUsize::MIN);
+    config
+}
+
+fn log_foca_error(what: &str, result: Result<(), foca::Error>) {
+    if let Err(error) = result {
+        debug!(%error, "foca {what} failed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::broadcast::decode_update;
+
+    fn topic(name: &str) -> Topic {
+        Topic::new(name).expect("valid")
+    }
+
+    fn identity() -> NodeId {
+        NodeId { incarnation: 7, ..NodeId::seed("127.0.0.1:7946".parse().expect("addr")) }
+    }
+
+    #[test]
+    fn a_quiet_round_is_one_digest_at_the_current_seq() {
+        let mut published = Published { seq: 0, round: 0, counts: HashMap::new() };
+        let node = NodeId { name: "a".into(), ..identity() };
+        let first = published.next_round(&node, vec![(topic("x"), 2)]);
+        let quiet = published.next_round(&node, Vec::new());
+        assert_eq!(first.len(), 1);
+        let digest = decode_update(&quiet[0]).expect("decodes");
+        assert_eq!((digest.seq, digest.round, digest.counts.len()), (1, 2, 0));
+    }
+
+    #[test]
+    fn a_big_round_splits_into_updates_that_fit_a_packet() {
+        let mut published = Published { seq: 0, round: 0, counts: HashMap::new() };
+        let node = NodeId { name: "a".into(), ..identity() };
+        let changed: Vec<_> = (0..200).map(|i| (topic(&format!("/a/fairly/long/page/path/{i:04}")), i)).collect();
+        let updates = published.next_round(&node, changed);
+        assert!(updates.len() > 1 && updates.len() <= MAX_UPDATES_PER_ROUND);
+        assert!(updates.iter().all(|u| u.len() <= MAX_UPDATE_BYTES + 64), "sizes {:?}", updates.iter().map(Vec::len).collect::<Vec<_>>());
+        let seqs: Vec<u64> = updates.iter().map(|u| decode_update(u).expect("decodes").seq).collect();
+        assert_eq!(seqs, (1..=updates.len() as u64).collect::<Vec<_>>());
+        assert_eq!(published.counts.len(), 199, "count 0 is not published");
+    }
+
+    #[test]
+    fn an_oversized_round_is_announced_as_a_gap_for_peers_to_pull() {
+        let mut published = Published { seq: 0, round: 0, counts: HashMap::new() };
+        let node = NodeId { name: "a".into(), ..identity() };
+        let changed: Vec<_> = (0..5_000).map(|i| (topic(&format!("/page/{i}")), 1)).collect();
+        let updates = published.next_round(&node, changed);
+        assert_eq!(updates.len(), 1);
+        let digest = decode_update(&updates[0]).expect("decodes");
+        assert_eq!((digest.seq, digest.counts.len()), (1, 0));
+        let state = published.full_state(&node);
+        assert_eq!((state.seq, state.counts.len()), (1, 5_000));
+    }
+}

@@ -1,0 +1,108 @@
+//! Who a node is on the wire: its name, where to reach it, and an incarnation
+//! that is new on every start and every rejoin.
+//!
+//! foca treats two identities with the same gossip address as the same member
+//! and keeps the one that wins [`Identity::win_addr_conflict`]: the higher
+//! incarnation. Incarnations start at the wall clock in milliseconds, so a
+//! restarted process always outranks its previous life, and a rejoin after
+//! being declared down (foca's `renew`) adds one.
+
+use std::{
+    net::SocketAddr,
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use foca::Identity;
+use headcount_proto::cluster::NodeRef;
+use serde::{Deserialize, Serialize};
+
+/// Longest node name accepted, in bytes; keeps every SWIM packet small.
+pub const MAX_NODE_NAME_BYTES: usize = 64;
+
+/// One incarnation of one node.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct NodeId {
+    /// The node's `--node-name`.
+    pub name: String,
+    /// Gossip address other nodes send to (`--advertise`).
+    pub gossip: SocketAddr,
+    /// Port of the node's gRPC server, on the gossip address's IP, used to
+    /// pull full state.
+    pub sync_port: u16,
+    /// New on every start (wall clock, ms) and every rejoin (+1).
+    pub incarnation: u64,
+}
+
+impl NodeId {
+    /// A fresh identity for a node starting now.
+    pub fn starting_now(name: String, gossip: SocketAddr, sync_port: u16) -> Self {
+        let incarnation = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(1, |since| u64::try_from(since.as_millis()).unwrap_or(u64::MAX));
+        Self { name, gossip, sync_port, incarnation }
+    }
+
+    /// A stand-in for a seed whose identity is not known yet: only its address
+    /// matters, foca ignores the destination of an announce.
+    pub fn seed(gossip: SocketAddr) -> Self {
+        Self { name: String::new(), gossip, sync_port: 0, incarnation: 0 }
+    }
+
+    /// The address of this node's sync (gRPC) server.
+    pub fn sync_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.gossip.ip(), self.sync_port)
+    }
+
+    /// The wire reference used in count messages.
+    pub fn node_ref(&self) -> NodeRef {
+        NodeRef { name: self.name.clone(), incarnation: self.incarnation }
+    }
+}
+
+impl Identity for NodeId {
+    type Addr = SocketAddr;
+
+    fn renew(&self) -> Option<Self> {
+        Some(Self { incarnation: self.incarnation.wrapping_add(1), ..self.clone() })
+    }
+
+    fn addr(&self) -> SocketAddr {
+        self.gossip
+    }
+
+    fn win_addr_conflict(&self, adversary: &Self) -> bool {
+        self.incarnation > adversary.incarnation
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(incarnation: u64) -> NodeId {
+        NodeId { incarnation, ..NodeId::starting_now("a".into(), "127.0.0.1:7946".parse().expect("addr"), 9090) }
+    }
+
+    #[test]
+    fn a_renewed_identity_wins_over_its_previous_self() {
+        let before = id(10);
+        let after = before.renew().expect("renews");
+        assert_eq!(after.addr(), before.addr());
+        assert!(after.win_addr_conflict(&before));
+        assert!(!before.win_addr_conflict(&after));
+    }
+
+    #[test]
+    fn a_restart_outranks_the_previous_process() {
+        let first = NodeId::starting_now("a".into(), "127.0.0.1:1".parse().expect("addr"), 1);
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let second = NodeId::starting_now("a".into(), "127.0.0.1:1".parse().expect("addr"), 1);
+        assert!(second.win_addr_conflict(&first));
+    }
+
+    #[test]
+    fn sync_address_uses_the_gossip_ip() {
+        let node = NodeId::starting_now("a".into(), "10.1.2.3:7946".parse().expect("addr"), 9090);
+        assert_eq!(node.sync_addr(), "10.1.2.3:9090".parse().expect("addr"));
+    }
+}

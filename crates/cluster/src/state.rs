@@ -1,0 +1,504 @@
+//! The merge rules of the cluster view: what this node knows of every other
+//! live node's counts, and their sum per topic. Plain data, no IO, no clock
+//! (time is passed in), so every rule is a fast unit or property test.
+//!
+//! Each remote node's counts are versioned per topic by the `seq` of the
+//! update that last changed them. A value replaces another only when its
+//! version is higher, so applying the same updates in any order, any number of
+//! times, gives the same state. Per node, a `watermark` says that every
+//! update up to it is reflected: anything at or below it is stale, and a
+//! topic that dropped to zero at or below it can be forgotten (absence is
+//! zero). A node that announced a seq above what is contiguous has a gap,
+//! which full-state repair closes.
+
+use std::{
+    collections::{BTreeSet, HashMap},
+    time::Instant,
+};
+
+use headcount_counter::Topic;
+
+/// Updates above the watermark remembered per node; more than this while a
+/// gap is open only costs a few recomputed watermarks, never correctness.
+const MAX_APPLIED_ABOVE: usize = 1024;
+
+/// A decoded, validated count update (or digest, when `counts` is empty).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Update {
+    /// Origin node name.
+    pub name: String,
+    /// Origin incarnation.
+    pub incarnation: u64,
+    /// Sequence number of the latest count-carrying update.
+    pub seq: u64,
+    /// Sender's gossip round.
+    pub round: u64,
+    /// Absolute counts that changed in this update.
+    pub counts: Vec<(Topic, u64)>,
+}
+
+/// A node's whole published state as of `seq`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FullState {
+    /// Origin node name.
+    pub name: String,
+    /// Origin incarnation.
+    pub incarnation: u64,
+    /// The update this state reflects.
+    pub seq: u64,
+    /// Every topic with a non-zero count, with the seq that last changed it.
+    pub counts: Vec<(Topic, u64, u64)>,
+}
+
+/// What applying an update or a full state did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Counts changed.
+    Changed,
+    /// Accepted (fresh digest or duplicate-free update) but no count moved.
+    Unchanged,
+    /// Older than what is known: ignored.
+    Stale,
+    /// The origin is not a live member at that incarnation: ignored.
+    NotMember,
+}
+
+/// What the view shows of one remote node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NodeSummary {
+    /// Incarnation whose counts are held.
+    pub incarnation: u64,
+    /// Sum of the node's counts.
+    pub connections: u64,
+    /// Topics with a non-zero count on the node.
+    pub topics: u64,
+    /// When an update or digest of this node was last accepted.
+    pub last_heard: Instant,
+    /// Whether updates are missing (a full-state pull is due).
+    pub gap: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Versioned {
+    count: u64,
+    version: u64,
+}
+
+#[derive(Debug)]
+struct NodeCounts {
+    incarnation: u64,
+    watermark: u64,
+    applied_above: BTreeSet<u64>,
+    highest_seen: u64,
+    last_round: u64,
+    counts: HashMap<Topic, Versioned>,
+    connections: u64,
+    topics: u64,
+    last_heard: Instant,
+}
+
+/// Remote nodes' counts and their per-topic sum.
+#[derive(Debug, Default)]
+pub struct ClusterState {
+    nodes: HashMap<String, NodeCounts>,
+    totals: imbl::HashMap<Topic, u64>,
+}
+
+impl ClusterState {
+    /// A node became a live member. Returns true when its counts must be
+    /// pulled (it is new, or a newer incarnation replaced an older one, whose
+    /// counts are dropped at once).
+    pub fn member_up(&mut self, name: &str, incarnation: u64, now: Instant) -> bool {
+        if let Some(known) = self.nodes.get(name) {
+            if known.incarnation >= incarnation {
+                return false;
+            }
+            self.remove(name);
+        }
+        let node = NodeCounts {
+            incarnation,
+            watermark: 0,
+            applied_above: BTreeSet::new(),
+            highest_seen: 0,
+            last_round: 0,
+            counts: HashMap::new(),
+            connections: 0,
+            topics: 0,
+            last_heard: now,
+        };
+        self.nodes.insert(name.to_owned(), node);
+        true
+    }
+
+    /// A node was declared down or left: its counts leave the sums now.
+    /// Returns whether anything was dropped.
+    pub fn member_down(&mut self, name: &str, incarnation: u64) -> bool {
+        match self.nodes.get(name) {
+            Some(known) if known.incarnation <= incarnation => {
+                self.remove(name);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn remove(&mut self, name: &str) {
+        if let Some(node) = self.nodes.remove(name) {
+            for (topic, value) in node.counts {
+                adjust(&mut self.totals, &topic, value.count, 0);
+            }
+        }
+    }
+
+    /// Applies an update or digest from a live member.
+    pub fn apply_update(&mut self, update: &Update, now: Instant) -> Outcome {
+        let Some(node) = self.nodes.get_mut(&update.name) else {
+            return Outcome::NotMember;
+        };
+        if node.incarnation != update.incarnation {
+            return Outcome::NotMember;
+        }
+        node.last_heard = now;
+        node.last_round = node.last_round.max(update.round);
+        node.highest_seen = node.highest_seen.max(update.seq);
+        if update.counts.is_empty() {
+            return Outcome::Unchanged;
+        }
+        if update.seq <= node.watermark || node.applied_above.contains(&update.seq) {
+            return Outcome::Stale;
+        }
+        let mut changed = false;
+        for (topic, count) in &update.counts {
+            changed |= set(node, &mut self.totals, topic, *count, update.seq);
+        }
+        node.applied_above.insert(update.seq);
+        advance(node);
+        if changed { Outcome::Changed } else { Outcome::Unchanged }
+    }
+
+    /// Applies a pulled full state.
+    pub fn apply_full_state(&mut self, state: &FullState, now: Instant) -> Outcome {
+        let Some(node) = self.nodes.get_mut(&state.name) else {
+            return Outcome::NotMember;
+        };
+        if node.incarnation != state.incarnation {
+            return Outcome::NotMember;
+        }
+        if state.seq < node.watermark {
+            return Outcome::Stale;
+        }
+        node.last_heard = now;
+        node.highest_seen = node.highest_seen.max(state.seq);
+        let mut changed = false;
+        let present: HashMap<&Topic, (u64, u64)> =
+            state.counts.iter().map(|(topic, count, version)| (topic, (*count, *version))).collect();
+        let absent: Vec<Topic> = node
+            .counts
+            .iter()
+            .filter(|(topic, value)| value.version <= state.seq && !present.contains_key(topic))
+            .map(|(topic, _)| topic.clone())
+            .collect();
+        for topic in absent {
+            changed |= set(node, &mut self.totals, &topic, 0, state.seq);
+        }
+        for (topic, (count, version)) in present {
+            if version > node.watermark && version <= state.seq {
+                changed |= set(node, &mut self.totals, topic, count, version);
+            }
+        }
+        node.watermark = state.seq;
+        advance(node);
+        if changed { Outcome::Changed } else { Outcome::Unchanged }
+    }
+
+    /// Names of nodes that have announced updates this node is missing.
+    pub fn gaps(&self) -> impl Iterator<Item = &str> {
+        self.nodes.iter().filter(|(_, node)| node.highest_seen > node.watermark).map(|(name, _)| name.as_str())
+    }
+
+    /// Sum over remote live nodes of their count of `topic`.
+    pub fn count(&self, topic: &str) -> u64 {
+        self.totals.get(topic).copied().unwrap_or(0)
+    }
+
+    /// Per-topic sums over remote live nodes; cheap to clone (shared structure).
+    pub fn totals(&self) -> imbl::HashMap<Topic, u64> {
+        self.totals.clone()
+    }
+
+    /// Number of remote nodes whose counts are included.
+    pub fn nodes(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// What is known of one remote node.
+    pub fn node(&self, name: &str) -> Option<NodeSummary> {
+        self.nodes.get(name).map(|node| NodeSummary {
+            incarnation: node.incarnation,
+            connections: node.connections,
+            topics: node.topics,
+            last_heard: node.last_heard,
+            gap: node.highest_seen > node.watermark,
+        })
+    }
+
+    /// The latest gossip round heard from a node.
+    pub fn last_round(&self, name: &str) -> Option<u64> {
+        self.nodes.get(name).map(|node| node.last_round)
+    }
+}
+
+/// Sets one topic of one node if `version` is newer; keeps the node totals
+/// and the cluster sums in step. Returns whether the count moved.
+fn set(
+    node: &mut NodeCounts,
+    totals: &mut imbl::HashMap<Topic, u64>,
+    topic: &Topic,
+    count: u64,
+    version: u64,
+) -> bool {
+    let old = match node.counts.get(topic) {
+        Some(current) if current.version >= version => return false,
+        Some(current) => current.count,
+        None => 0,
+    };
+    node.counts.insert(topic.clone(), Versioned { count, version });
+    if old == count {
+        return false;
+    }
+    node.connections = node.connections - old + count;
+    match (old, count) {
+        (0, _) => node.topics += 1,
+        (_, 0) => node.topics -= 1,
+        _ => {}
+    }
+    adjust(totals, topic, old, count);
+    true
+}
+
+fn adjust(totals: &mut imbl::HashMap<Topic, u64>, topic: &Topic, old: u64, new: u64) {
+    let sum = totals.get(topic).copied().unwrap_or(0) - old + new;
+    if sum == 0 {
+        totals.remove(topic);
+    } else {
+        totals.insert(topic.clone(), sum);
+    }
+}
+
+/// Moves the watermark over contiguous applied updates and forgets zero
+/// counts at or below it.
+fn advance(node: &mut NodeCounts) {
+    while node.applied_above.first().is_some_and(|&seq| seq <= node.watermark + 1) {
+        if let Some(seq) = node.applied_above.pop_first() {
+            node.watermark = node.watermark.max(seq);
+        }
+    }
+    while node.applied_above.len() > MAX_APPLIED_ABOVE {
+        node.applied_above.pop_first();
+    }
+    let watermark = node.watermark;
+    node.counts.retain(|_, value| value.count > 0 || value.version > watermark);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn topic(name: &str) -> Topic {
+        Topic::new(name).expect("valid")
+    }
+
+    fn update(seq: u64, counts: &[(&str, u64)]) -> Update {
+        Update {
+            name: "b".into(),
+            incarnation: 1,
+            seq,
+            round: seq,
+            counts: counts.iter().map(|(t, c)| (topic(t), *c)).collect(),
+        }
+    }
+
+    fn live() -> (ClusterState, Instant) {
+        let now = Instant::now();
+        let mut state = ClusterState::default();
+        assert!(state.member_up("b", 1, now));
+        (state, now)
+    }
+
+    #[test]
+    fn updates_from_non_members_change_nothing() {
+        let mut state = ClusterState::default();
+        assert_eq!(state.apply_update(&update(1, &[("a", 5)]), Instant::now()), Outcome::NotMember);
+        assert_eq!(state.count("a"), 0);
+    }
+
+    #[test]
+    fn in_order_updates_set_absolute_counts() {
+        let (mut state, now) = live();
+        assert_eq!(state.apply_update(&update(1, &[("a", 5), ("b", 1)]), now), Outcome::Changed);
+        assert_eq!(state.apply_update(&update(2, &[("a", 3)]), now), Outcome::Changed);
+        assert_eq!((state.count("a"), state.count("b")), (3, 1));
+        let node = state.node("b").expect("known");
+        assert_eq!((node.connections, node.topics, node.gap), (4, 2, false));
+    }
+
+    #[test]
+    fn stale_and_duplicate_updates_change_nothing() {
+        let (mut state, now) = live();
+        state.apply_update(&update(1, &[("a", 5)]), now);
+        state.apply_update(&update(2, &[("a", 7)]), now);
+        assert_eq!(state.apply_update(&update(1, &[("a", 5)]), now), Outcome::Stale);
+        assert_eq!(state.apply_update(&update(2, &[("a", 7)]), now), Outcome::Stale);
+        assert_eq!(state.count("a"), 7);
+    }
+
+    #[test]
+    fn a_digest_ahead_of_the_watermark_opens_a_gap_and_full_state_closes_it() {
+        let (mut state, now) = live();
+        state.apply_update(&update(1, &[("a", 5)]), now);
+        assert_eq!(state.apply_update(&update(4, &[]), now), Outcome::Unchanged);
+        assert_eq!(state.gaps().collect::<Vec<_>>(), vec!["b"]);
+        let full = FullState {
+            name: "b".into(),
+            incarnation: 1,
+            seq: 4,
+            counts: vec![(topic("c"), 2, 3)],
+        };
+        assert_eq!(state.apply_full_state(&full, now), Outcome::Changed);
+        assert_eq!((state.count("a"), state.count("c")), (0, 2), "a is absent at seq 4, so zero");
+        assert_eq!(state.gaps().count(), 0);
+        assert_eq!(state.apply_update(&update(3, &[("a", 9)]), now), Outcome::Stale);
+    }
+
+    #[test]
+    fn an_old_full_state_does_not_undo_newer_updates() {
+        let (mut state, now) = live();
+        state.apply_update(&update(1, &[("a", 5)]), now);
+        state.apply_update(&update(3, &[("a", 8), ("z", 1)]), now);
+        let full = FullState { name: "b".into(), incarnation: 1, seq: 2, counts: vec![(topic("a"), 6, 2)] };
+        state.apply_full_state(&full, now);
+        assert_eq!((state.count("a"), state.count("z")), (8, 1));
+        assert_eq!(state.gaps().count(), 0, "1, 2 (full state) and 3 are contiguous");
+    }
+
+    #[test]
+    fn member_down_drops_the_nodes_share_only() {
+        let now = Instant::now();
+        let mut state = ClusterState::default();
+        state.member_up("b", 1, now);
+        state.member_up("c", 1, now);
+        state.apply_update(&update(1, &[("a", 5)]), now);
+        state.apply_update(&Update { name: "c".into(), ..update(1, &[("a", 2)]) }, now);
+        assert_eq!(state.count("a"), 7);
+        assert!(state.member_down("b", 1));
+        assert_eq!(state.count("a"), 2);
+        assert_eq!(state.apply_update(&update(2, &[("a", 9)]), now), Outcome::NotMember);
+    }
+
+    #[test]
+    fn a_new_incarnation_replaces_the_old_counts_at_once() {
+        let (mut state, now) = live();
+        state.apply_update(&update(1, &[("a", 5)]), now);
+        assert!(state.member_up("b", 2, now), "new incarnation must be pulled");
+        assert_eq!(state.count("a"), 0);
+        assert!(!state.member_up("b", 1, now), "older incarnation is ignored");
+        assert!(!state.member_down("b", 1), "down of the old incarnation keeps the new one");
+        assert_eq!(state.apply_update(&update(2, &[("a", 5)]), now), Outcome::NotMember);
+    }
+
+    /// One node's history: each step sets some topics; returns the updates
+    /// and the true final counts.
+    fn history() -> impl Strategy<Value = (Vec<Update>, HashMap<Topic, u64>)> {
+        proptest::collection::vec(proptest::collection::vec((0u8..5, 0u64..4), 1..4), 1..12).prop_map(|steps| {
+            let mut truth = HashMap::new();
+            let updates = steps
+                .into_iter()
+                .enumerate()
+                .map(|(i, sets)| {
+                    let counts: Vec<(Topic, u64)> = sets
+                        .into_iter()
+                        .map(|(t, c)| (topic(&format!("t{t}")), c))
+                        .collect::<HashMap<_, _>>()
+                        .into_iter()
+                        .collect();
+                    for (t, c) in &counts {
+                        truth.insert(t.clone(), *c);
+                    }
+                    update(i as u64 + 1, &counts.iter().map(|(t, c)| (t.as_str(), *c)).collect::<Vec<_>>())
+                })
+                .collect();
+            truth.retain(|_, c| *c > 0);
+            (updates, truth)
+        })
+    }
+
+    fn totals_of(state: &ClusterState) -> HashMap<Topic, u64> {
+        state.totals().into_iter().collect()
+    }
+
+    proptest! {
+        #[test]
+        fn any_order_and_duplication_gives_the_same_view(
+            (updates, truth) in history(),
+            order in proptest::collection::vec(any::<prop::sample::Index>(), 0..40),
+        ) {
+            let (mut state, now) = live();
+            // Random picks (with repeats) first, then everything once in
+            // reverse: every update arrives at least once, in a scrambled order.
+            for pick in &order {
+                state.apply_update(&updates[pick.index(updates.len())], now);
+            }
+            for u in updates.iter().rev() {
+                state.apply_update(u, now);
+            }
+            prop_assert_eq!(totals_of(&state), truth);
+            prop_assert_eq!(state.gaps().count(), 0);
+        }
+
+        #[test]
+        fn a_full_state_at_any_point_converges_to_the_same_view(
+            (updates, truth) in history(),
+            cut in any::<prop::sample::Index>(),
+            skip in any::<prop::sample::Index>(),
+        ) {
+            // The full state as of update `cut`, built from the history.
+            let cut = cut.index(updates.len()) + 1;
+            let mut at_cut: HashMap<Topic, (u64, u64)> = HashMap::new();
+            for u in &updates[..cut] {
+                for (t, c) in &u.counts {
+                    at_cut.insert(t.clone(), (*c, u.seq));
+                }
+            }
+            let full = FullState {
+                name: "b".into(),
+                incarnation: 1,
+                seq: cut as u64,
+                counts: at_cut.into_iter().filter(|(_, (c, _))| *c > 0).map(|(t, (c, v))| (t, c, v)).collect(),
+            };
+            let (mut state, now) = live();
+            let skipped = skip.index(updates.len());
+            for (i, u) in updates.iter().enumerate() {
+                if i != skipped {
+                    state.apply_update(u, now);
+                }
+            }
+            state.apply_full_state(&full, now);
+            // A lost update after the cut is still missing; deliver it late.
+            state.apply_update(&updates[skipped], now);
+            prop_assert_eq!(totals_of(&state), truth);
+        }
+
+        #[test]
+        fn stale_updates_change_nothing((updates, truth) in history()) {
+            let (mut state, now) = live();
+            for u in &updates {
+                state.apply_update(u, now);
+            }
+            for u in &updates {
+                prop_assert_eq!(state.apply_update(u, now), Outcome::Stale);
+            }
+            prop_assert_eq!(totals_of(&state), truth);
+        }
+    }
+}
