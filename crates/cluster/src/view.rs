@@ -7,7 +7,8 @@ use std::{net::SocketAddr, time::Instant};
 use headcount_counter::Topic;
 
 /// Liveness of a member as SWIM decided it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum MemberState {
     /// Answers probes; its counts are included.
     Alive,

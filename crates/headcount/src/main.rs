@@ -1,1 +1,150 @@
-fn main() {}
+//! The `headcount` binary: parses flags, sets up logging, binds the sockets,
+//! runs one node and shuts it down gracefully on SIGTERM or SIGINT.
+
+mod flags;
+
+use std::{net::SocketAddr, process::ExitCode, time::Duration};
+
+use anyhow::{Context, anyhow};
+use clap::Parser;
+use headcount_server::{Listeners, Node, NodeConfig};
+use tokio::net::{TcpListener, UdpSocket};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::flags::{Flags, LogFormat};
+
+/// How long shutdown may take before the process exits anyway.
+const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
+
+fn main() -> ExitCode {
+    let flags = match Flags::try_parse() {
+        Ok(flags) => flags,
+        Err(error) if !error.use_stderr() => error.exit(),
+        Err(error) => {
+            let rendered = error.to_string();
+            eprintln!("{}", rendered.lines().next().unwrap_or("error: invalid arguments"));
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(flags.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(flags)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+async fn run(flags: Flags) -> anyhow::Result<()> {
+    let config = node_config(&flags).await?;
+    let listeners = Listeners {
+        http: TcpListener::bind(flags.http).await.with_context(|| format!("--http {}", flags.http))?,
+        grpc: TcpListener::bind(flags.grpc).await.with_context(|| format!("--grpc {}", flags.grpc))?,
+        gossip: UdpSocket::bind(flags.gossip).await.with_context(|| format!("--gossip {}", flags.gossip))?,
+    };
+    let shutdown = CancellationToken::new();
+    let node = Node::start(config, listeners, shutdown.clone()).await?;
+    wait_for_signal().await?;
+    info!("shutting down");
+    shutdown.cancel();
+    if tokio::time::timeout(SHUTDOWN_DEADLINE, node.stopped()).await.is_err() {
+        warn!("shutdown deadline passed; exiting with tasks still running");
+    }
+    Ok(())
+}
+
+async fn node_config(flags: &Flags) -> anyhow::Result<NodeConfig> {
+    let name = match &flags.node_name {
+        Some(name) => name.clone(),
+        None => host_name(),
+    };
+    let mut config = NodeConfig::new(name);
+    config.advertise = Some(advertise_addr(flags).await?);
+    config.seeds = flags.seeds.iter().map(|seed| seed.trim().to_owned()).filter(|seed| !seed.is_empty()).collect();
+    config.gossip_interval = flags.gossip_interval;
+    config.suspect_timeout = flags.suspect_timeout;
+    config.push_interval = flags.push_interval;
+    if let Some(shards) = flags.shards {
+        config.shards = usize::from(shards);
+    }
+    config.cluster_secret = cluster_secret(flags)?;
+    config.max_connections = usize::try_from(flags.max_connections)?;
+    config.max_connections_per_ip = flags.max_connections_per_ip;
+    config.max_topics = usize::try_from(flags.max_topics)?;
+    if !flags.allowed_origins.is_empty() {
+        config.allowed_origins = Some(flags.allowed_origins.clone());
+    }
+    Ok(config)
+}
+
+fn host_name() -> String {
+    let name = gethostname::gethostname().to_string_lossy().into_owned();
+    let max = headcount_server::MAX_NODE_NAME_BYTES;
+    if name.is_empty() || name.len() > max || name.chars().any(char::is_control) {
+        "headcount".to_owned()
+    } else {
+        name
+    }
+}
+
+/// `--advertise` if given (a host name is resolved once, at start); else the
+/// gossip address; when that listens on all interfaces, this host's address.
+async fn advertise_addr(flags: &Flags) -> anyhow::Result<SocketAddr> {
+    if let Some(advertise) = &flags.advertise {
+        return tokio::net::lookup_host(advertise.as_str())
+            .await
+            .ok()
+            .and_then(|mut addrs| addrs.next())
+            .ok_or_else(|| anyhow!("--advertise {advertise}: not a resolvable host:port"));
+    }
+    if !flags.gossip.ip().is_unspecified() {
+        return Ok(flags.gossip);
+    }
+    let own = format!("{}:{}", gethostname::gethostname().to_string_lossy(), flags.gossip.port());
+    tokio::net::lookup_host(own.as_str())
+        .await
+        .ok()
+        .and_then(|addrs| addrs.filter(|addr| !addr.ip().is_loopback()).find(SocketAddr::is_ipv4))
+        .ok_or_else(|| anyhow!("--gossip {} listens on all interfaces and the host name does not resolve: set --advertise", flags.gossip))
+}
+
+fn cluster_secret(flags: &Flags) -> anyhow::Result<Option<Vec<u8>>> {
+    let secret = match (&flags.cluster_secret, &flags.cluster_secret_file) {
+        (Some(secret), _) => secret.clone().into_bytes(),
+        (None, Some(path)) => std::fs::read(path).with_context(|| format!("--cluster-secret-file {}", path.display()))?,
+        (None, None) => return Ok(None),
+    };
+    let secret = secret.trim_ascii_end().to_vec();
+    if secret.is_empty() {
+        return Err(anyhow!("--cluster-secret: must not be empty"));
+    }
+    Ok(Some(secret))
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        interrupted = tokio::signal::ctrl_c() => interrupted?,
+        _ = terminate.recv() => {}
+    }
+    Ok(())
+}

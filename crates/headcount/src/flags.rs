@@ -1,0 +1,156 @@
+//! Command-line flags, each also read from `HEADCOUNT_<FLAG>`. A bad value
+//! exits non-zero with one line naming the flag.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use clap::{Parser, ValueEnum};
+
+/// headcount: live, cluster-wide visitor counts over websockets.
+#[derive(Debug, Parser)]
+#[command(name = "headcount", version, about)]
+pub struct Flags {
+    /// HTTP + websocket listen address.
+    #[arg(long, env = "HEADCOUNT_HTTP", default_value = "127.0.0.1:8080", value_name = "ADDR")]
+    pub http: SocketAddr,
+
+    /// gRPC listen address.
+    #[arg(long, env = "HEADCOUNT_GRPC", default_value = "127.0.0.1:9090", value_name = "ADDR")]
+    pub grpc: SocketAddr,
+
+    /// UDP address for cluster gossip.
+    #[arg(long, env = "HEADCOUNT_GOSSIP", default_value = "127.0.0.1:7946", value_name = "ADDR")]
+    pub gossip: SocketAddr,
+
+    /// Gossip address other nodes use to reach this one [default: the --gossip address,
+    /// or this host's address when --gossip listens on all interfaces].
+    #[arg(long, env = "HEADCOUNT_ADVERTISE", value_name = "HOST:PORT")]
+    pub advertise: Option<String>,
+
+    /// Comma-separated host:port gossip addresses to join; resolved again until joined.
+    #[arg(long, env = "HEADCOUNT_SEEDS", value_delimiter = ',', value_name = "HOST:PORT,...")]
+    pub seeds: Vec<String>,
+
+    /// Stable human name shown in /cluster [default: host name].
+    #[arg(long, env = "HEADCOUNT_NODE_NAME", value_parser = parse_node_name, value_name = "NAME")]
+    pub node_name: Option<String>,
+
+    /// How often a node disseminates its changed counts (X).
+    #[arg(long, env = "HEADCOUNT_GOSSIP_INTERVAL", default_value = "1s", value_parser = parse_interval, value_name = "DURATION")]
+    pub gossip_interval: Duration,
+
+    /// How long a suspected node may answer before it is declared down.
+    #[arg(long, env = "HEADCOUNT_SUSPECT_TIMEOUT", default_value = "2s", value_parser = parse_interval, value_name = "DURATION")]
+    pub suspect_timeout: Duration,
+
+    /// The most often a websocket or gRPC watcher is sent a changed count.
+    #[arg(long, env = "HEADCOUNT_PUSH_INTERVAL", default_value = "1s", value_parser = parse_interval, value_name = "DURATION")]
+    pub push_interval: Duration,
+
+    /// Local counter shards that connections are spread over [default: number of CPUs].
+    #[arg(long, env = "HEADCOUNT_SHARDS", value_parser = clap::value_parser!(u16).range(1..=1024), value_name = "N")]
+    pub shards: Option<u16>,
+
+    /// Shared key; when set, every gossip and sync message is authenticated (HMAC-SHA256).
+    #[arg(long, env = "HEADCOUNT_CLUSTER_SECRET", hide_env_values = true, conflicts_with = "cluster_secret_file", value_name = "SECRET")]
+    pub cluster_secret: Option<String>,
+
+    /// File holding the shared key (trailing newline ignored).
+    #[arg(long, env = "HEADCOUNT_CLUSTER_SECRET_FILE", value_name = "PATH")]
+    pub cluster_secret_file: Option<PathBuf>,
+
+    /// Websocket connections this node accepts.
+    #[arg(long, env = "HEADCOUNT_MAX_CONNECTIONS", default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..=100_000_000), value_name = "N")]
+    pub max_connections: u64,
+
+    /// Websocket connections per client IP.
+    #[arg(long, env = "HEADCOUNT_MAX_CONNECTIONS_PER_IP", default_value_t = 1_000, value_parser = clap::value_parser!(u32).range(1..), value_name = "N")]
+    pub max_connections_per_ip: u32,
+
+    /// Distinct topics with live connections on this node.
+    #[arg(long, env = "HEADCOUNT_MAX_TOPICS", default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..=100_000_000), value_name = "N")]
+    pub max_topics: u64,
+
+    /// Comma-separated Origins allowed to open websockets [default: any].
+    #[arg(long, env = "HEADCOUNT_ALLOWED_ORIGINS", value_delimiter = ',', value_name = "ORIGIN,...")]
+    pub allowed_origins: Vec<String>,
+
+    /// Log format.
+    #[arg(long, env = "HEADCOUNT_LOG_FORMAT", default_value = "text", value_name = "FORMAT")]
+    pub log_format: LogFormat,
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+fn parse_interval(value: &str) -> Result<Duration, String> {
+    let duration = humantime::parse_duration(value).map_err(|error| format!("{error} (use e.g. 500ms, 1s, 2m)"))?;
+    if duration.is_zero() {
+        return Err("must be greater than zero".into());
+    }
+    Ok(duration)
+}
+
+fn parse_node_name(value: &str) -> Result<String, String> {
+    let max = headcount_server::MAX_NODE_NAME_BYTES;
+    if value.is_empty() || value.len() > max || value.chars().any(char::is_control) {
+        return Err(format!("must be 1 to {max} bytes without control characters"));
+    }
+    Ok(value.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Flags, clap::Error> {
+        Flags::try_parse_from(std::iter::once("headcount").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn defaults_follow_the_contract() {
+        let flags = parse(&[]).expect("parses");
+        assert_eq!(flags.http, "127.0.0.1:8080".parse().expect("addr"));
+        assert_eq!(flags.grpc, "127.0.0.1:9090".parse().expect("addr"));
+        assert_eq!(flags.gossip, "127.0.0.1:7946".parse().expect("addr"));
+        assert_eq!(flags.gossip_interval, Duration::from_secs(1));
+        assert_eq!(flags.push_interval, Duration::from_secs(1));
+        assert_eq!((flags.max_connections, flags.max_connections_per_ip, flags.max_topics), (1_000_000, 1_000, 100_000));
+        assert_eq!(flags.log_format, LogFormat::Text);
+        assert!(flags.seeds.is_empty() && flags.allowed_origins.is_empty());
+    }
+
+    #[test]
+    fn durations_and_lists_parse() {
+        let flags = parse(&["--gossip-interval", "500ms", "--push-interval", "2m", "--seeds", "a:1,b:2"]).expect("parses");
+        assert_eq!(flags.gossip_interval, Duration::from_millis(500));
+        assert_eq!(flags.push_interval, Duration::from_secs(120));
+        assert_eq!(flags.seeds, vec!["a:1".to_owned(), "b:2".to_owned()]);
+    }
+
+    #[test]
+    fn bad_values_name_the_flag() {
+        for (args, flag) in [
+            (&["--http", "nope"][..], "--http"),
+            (&["--gossip-interval", "0s"][..], "--gossip-interval"),
+            (&["--push-interval", "soon"][..], "--push-interval"),
+            (&["--shards", "0"][..], "--shards"),
+            (&["--max-connections", "-1"][..], "--max-connections"),
+            (&["--log-format", "xml"][..], "--log-format"),
+            (&["--node-name", ""][..], "--node-name"),
+        ] {
+            let error = parse(args).expect_err("refused").to_string();
+            assert!(error.lines().next().is_some_and(|line| line.contains(flag)), "{args:?}: {error}");
+        }
+    }
+
+    #[test]
+    fn one_secret_source_only() {
+        assert!(parse(&["--cluster-secret", "a", "--cluster-secret-file", "/x"]).is_err());
+    }
+}

@@ -1,0 +1,187 @@
+//! Who may open a websocket: the origin allow-list, the per-IP cap and the
+//! node-wide connection cap. Each admitted connection holds permits that give
+//! their place back when dropped, so no error path leaks capacity.
+//!
+//! Client IPs are never stored: the per-IP table is keyed by a SHA-256 of the
+//! address with a random per-process salt.
+
+use std::{net::IpAddr, sync::Arc};
+
+use dashmap::{DashMap, mapref::entry::Entry};
+use sha2::{Digest, Sha256};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// Why a connection is refused before the upgrade.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// The Origin header is missing or not in `--allowed-origins`.
+    #[error("origin not allowed")]
+    Origin,
+    /// The client IP holds `--max-connections-per-ip` connections.
+    #[error("too many connections from this address")]
+    PerIp,
+    /// The node holds `--max-connections` connections.
+    #[error("node is full")]
+    NodeFull,
+}
+
+/// The limits of one node.
+pub struct Admission {
+    allowed_origins: Option<Vec<String>>,
+    per_ip: Arc<IpCounts>,
+    max_per_ip: u32,
+    connections: Arc<Semaphore>,
+}
+
+/// What an admitted connection holds until it ends.
+#[derive(Debug)]
+pub struct Admitted {
+    _ip: IpPermit,
+    _connection: OwnedSemaphorePermit,
+}
+
+impl Admission {
+    /// `allowed_origins`: none allows any origin.
+    pub fn new(allowed_origins: Option<Vec<String>>, max_connections: usize, max_per_ip: u32) -> Self {
+        let allowed_origins =
+            allowed_origins.map(|origins| origins.into_iter().map(|origin| normalize(&origin)).collect());
+        Self {
+            allowed_origins,
+            per_ip: Arc::new(IpCounts { salt: rand::random(), counts: DashMap::new() }),
+            max_per_ip,
+            connections: Arc::new(Semaphore::new(max_connections.min(Semaphore::MAX_PERMITS))),
+        }
+    }
+
+    /// Checks the origin (403).
+    pub fn check_origin(&self, origin: Option<&str>) -> Result<(), Refusal> {
+        match (&self.allowed_origins, origin) {
+            (None, _) => Ok(()),
+            (Some(allowed), Some(origin)) if allowed.contains(&normalize(origin)) => Ok(()),
+            (Some(_), _) => Err(Refusal::Origin),
+        }
+    }
+
+    /// Takes a place for `ip` (429), then one on the node (503).
+    pub fn admit(&self, ip: IpAddr) -> Result<Admitted, Refusal> {
+        let ip = self.per_ip.acquire(ip, self.max_per_ip).ok_or(Refusal::PerIp)?;
+        let connection = Arc::clone(&self.connections).try_acquire_owned().map_err(|_| Refusal::NodeFull)?;
+        Ok(Admitted { _ip: ip, _connection: connection })
+    }
+
+    /// Distinct client addresses with open connections.
+    pub fn distinct_ips(&self) -> usize {
+        self.per_ip.counts.len()
+    }
+}
+
+fn normalize(origin: &str) -> String {
+    origin.trim().trim_end_matches('/').to_ascii_lowercase()
+}
+
+type IpKey = [u8; 16];
+
+struct IpCounts {
+    salt: [u8; 16],
+    counts: DashMap<IpKey, u32>,
+}
+
+impl IpCounts {
+    fn key(&self, ip: IpAddr) -> IpKey {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+            v4 => v4,
+        };
+        let mut hasher = Sha256::new();
+        hasher.update(self.salt);
+        match ip {
+            IpAddr::V4(v4) => hasher.update(v4.octets()),
+            IpAddr::V6(v6) => hasher.update(v6.octets()),
+        }
+        let digest = hasher.finalize();
+        let mut key = [0u8; 16];
+        key.copy_from_slice(&digest[..16]);
+        key
+    }
+
+    fn acquire(self: &Arc<Self>, ip: IpAddr, max: u32) -> Option<IpPermit> {
+        let key = self.key(ip);
+        let mut count = self.counts.entry(key).or_insert(0);
+        if *count >= max {
+            return None;
+        }
+        *count += 1;
+        Some(IpPermit { counts: Arc::clone(self), key })
+    }
+}
+
+#[derive(Debug)]
+struct IpPermit {
+    counts: Arc<IpCounts>,
+    key: IpKey,
+}
+
+impl std::fmt::Debug for IpCounts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IpCounts").field("addresses", &self.counts.len()).finish()
+    }
+}
+
+impl Drop for IpPermit {
+    fn drop(&mut self) {
+        if let Entry::Occupied(mut entry) = self.counts.counts.entry(self.key) {
+            *entry.get_mut() -= 1;
+            if *entry.get() == 0 {
+                entry.remove();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().expect("ip")
+    }
+
+    #[test]
+    fn per_ip_cap_refuses_then_frees_on_drop() {
+        let admission = Admission::new(None, 100, 2);
+        let a = admission.admit(ip("10.0.0.1")).expect("first");
+        let _b = admission.admit(ip("10.0.0.1")).expect("second");
+        assert_eq!(admission.admit(ip("10.0.0.1")).err(), Some(Refusal::PerIp));
+        assert!(admission.admit(ip("::ffff:10.0.0.1")).is_err(), "v4-mapped v6 is the same client");
+        let _other = admission.admit(ip("10.0.0.2")).expect("other ip");
+        drop(a);
+        assert!(admission.admit(ip("10.0.0.1")).is_ok());
+    }
+
+    #[test]
+    fn node_cap_refuses_and_gives_the_ip_place_back() {
+        let admission = Admission::new(None, 1, 10);
+        let _a = admission.admit(ip("10.0.0.1")).expect("first");
+        assert_eq!(admission.admit(ip("10.0.0.2")).err(), Some(Refusal::NodeFull));
+        assert_eq!(admission.distinct_ips(), 1, "the refused ip holds nothing");
+    }
+
+    #[test]
+    fn origins_are_matched_exactly_ignoring_case_and_trailing_slash() {
+        let admission = Admission::new(Some(vec!["https://Example.com/".into()]), 1, 1);
+        assert!(admission.check_origin(Some("https://example.com")).is_ok());
+        assert_eq!(admission.check_origin(Some("https://evil.com")), Err(Refusal::Origin));
+        assert_eq!(admission.check_origin(Some("https://example.com.evil.com")), Err(Refusal::Origin));
+        assert_eq!(admission.check_origin(None), Err(Refusal::Origin));
+        assert!(Admission::new(None, 1, 1).check_origin(None).is_ok());
+    }
+
+    #[test]
+    fn raw_ips_are_not_stored() {
+        let admission = Admission::new(None, 10, 10);
+        let _a = admission.admit(ip("192.168.77.1")).expect("admitted");
+        let stored: Vec<IpKey> = admission.per_ip.counts.iter().map(|entry| *entry.key()).collect();
+        assert_eq!(stored.len(), 1);
+        assert!(!stored[0].windows(4).any(|w| w == [192, 168, 77, 1]));
+    }
+}

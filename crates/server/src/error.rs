@@ -1,0 +1,85 @@
+//! The one error type at the HTTP edge: every failure becomes
+//! `{"error":"…"}` with a 4xx or 5xx status.
+
+use axum::{
+    Json,
+    http::{HeaderValue, StatusCode, header::RETRY_AFTER},
+    response::{IntoResponse, Response},
+};
+use headcount_counter::TopicError;
+use serde_json::json;
+
+use crate::admission::Refusal;
+
+/// Seconds a client is told to wait when the node is full.
+const RETRY_AFTER_SECONDS: &str = "5";
+
+/// An HTTP error answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+    retry_after: bool,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self { status, message: message.into(), retry_after: false }
+    }
+
+    /// 400.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    /// 404.
+    pub fn not_found() -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not found")
+    }
+
+    /// 426: a websocket endpoint called without a valid upgrade.
+    pub fn upgrade_required(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UPGRADE_REQUIRED, message)
+    }
+
+    /// 503 with `Retry-After`.
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self { retry_after: true, ..Self::new(StatusCode::SERVICE_UNAVAILABLE, message) }
+    }
+
+    /// 500.
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, message)
+    }
+
+    /// The status code.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+}
+
+impl From<TopicError> for ApiError {
+    fn from(error: TopicError) -> Self {
+        Self::bad_request(format!("invalid topic: {error}"))
+    }
+}
+
+impl From<Refusal> for ApiError {
+    fn from(refusal: Refusal) -> Self {
+        match refusal {
+            Refusal::Origin => Self::new(StatusCode::FORBIDDEN, refusal.to_string()),
+            Refusal::PerIp => Self::new(StatusCode::TOO_MANY_REQUESTS, refusal.to_string()),
+            Refusal::NodeFull => Self::unavailable(refusal.to_string()),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = (self.status, Json(json!({ "error": self.message }))).into_response();
+        if self.retry_after {
+            response.headers_mut().insert(RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECONDS));
+        }
+        response
+    }
+}

@@ -1,0 +1,145 @@
+//! The public gRPC API (`headcount.v1`): Counter and Cluster, answered from
+//! the same query layer as HTTP, with the same topic and limit rules.
+
+use std::{pin::Pin, sync::Arc};
+
+use futures_util::{Stream, StreamExt, stream};
+use headcount_counter::Topic;
+use headcount_proto::v1::{
+    self, GetCountRequest, ListMembersRequest, ListMembersResponse, ListTopicsRequest, ListTopicsResponse,
+    MemberState, TopicTotal, WatchCountRequest, cluster_server, counter_server,
+};
+use tokio_stream::wrappers::WatchStream;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status};
+
+use crate::{
+    http::validate_prefix,
+    metrics::NodeMetrics,
+    push::Hub,
+    query::{DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT, Query, TopicCount},
+};
+
+/// `headcount.v1.Counter`.
+#[derive(Clone)]
+pub struct CounterApi {
+    query: Query,
+    hub: Arc<Hub>,
+    metrics: NodeMetrics,
+    shutdown: CancellationToken,
+}
+
+impl CounterApi {
+    /// Serves counts from `query`, watches through `hub`; streams end on `shutdown`.
+    pub fn new(query: Query, hub: Arc<Hub>, metrics: NodeMetrics, shutdown: CancellationToken) -> Self {
+        Self { query, hub, metrics, shutdown }
+    }
+}
+
+fn topic(name: &str) -> Result<Topic, Status> {
+    Topic::new(name).map_err(|error| Status::invalid_argument(format!("invalid topic: {error}")))
+}
+
+impl From<TopicCount> for v1::TopicCount {
+    fn from(count: TopicCount) -> Self {
+        Self { topic: count.topic, count: count.count, local: count.local, nodes: count.nodes }
+    }
+}
+
+type CountStream = Pin<Box<dyn Stream<Item = Result<v1::TopicCount, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl counter_server::Counter for CounterApi {
+    async fn get_count(&self, request: Request<GetCountRequest>) -> Result<Response<v1::TopicCount>, Status> {
+        let topic = topic(&request.into_inner().topic)?;
+        Ok(Response::new(self.query.count(&topic).into()))
+    }
+
+    async fn list_topics(&self, request: Request<ListTopicsRequest>) -> Result<Response<ListTopicsResponse>, Status> {
+        let request = request.into_inner();
+        validate_prefix(&request.prefix).map_err(|_| Status::invalid_argument("invalid prefix: at most 256 bytes, no control characters"))?;
+        let limit = match usize::try_from(request.limit).unwrap_or(usize::MAX) {
+            0 => DEFAULT_LIST_LIMIT,
+            limit @ 1..=MAX_LIST_LIMIT => limit,
+            _ => return Err(Status::invalid_argument(format!("limit must be at most {MAX_LIST_LIMIT}"))),
+        };
+        let list = self.query.list(&request.prefix, limit);
+        let topics = list.topics.into_iter().map(|t| TopicTotal { topic: t.topic, count: t.count }).collect();
+        Ok(Response::new(ListTopicsResponse { total: list.total, topics }))
+    }
+
+    type WatchCountStream = CountStream;
+
+    async fn watch_count(&self, request: Request<WatchCountRequest>) -> Result<Response<CountStream>, Status> {
+        let topic = topic(&request.into_inner().topic)?;
+        let first = self.query.count(&topic);
+        let changes = WatchStream::from_changes(self.hub.subscribe(&topic, first.count));
+        let query = self.query.clone();
+        let watcher = WatchGuard::new(&self.metrics);
+        let updates = changes.map(move |count| {
+            let _held = &watcher;
+            let now = query.count(&topic);
+            Ok(v1::TopicCount { count, ..now.into() })
+        });
+        let stream = stream::once(async move { Ok(first.into()) })
+            .chain(updates)
+            .take_until(self.shutdown.clone().cancelled_owned());
+        Ok(Response::new(Box::pin(stream)))
+    }
+}
+
+/// Counts an open watch stream in the watchers gauge.
+struct WatchGuard(prometheus_client::metrics::gauge::Gauge);
+
+impl WatchGuard {
+    fn new(metrics: &NodeMetrics) -> Self {
+        let gauge = metrics.watcher_gauge();
+        gauge.inc();
+        Self(gauge)
+    }
+}
+
+impl Drop for WatchGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// `headcount.v1.Cluster`.
+#[derive(Clone)]
+pub struct ClusterApi {
+    query: Query,
+}
+
+impl ClusterApi {
+    /// Serves membership from `query`.
+    pub fn new(query: Query) -> Self {
+        Self { query }
+    }
+}
+
+#[tonic::async_trait]
+impl cluster_server::Cluster for ClusterApi {
+    async fn list_members(&self, _: Request<ListMembersRequest>) -> Result<Response<ListMembersResponse>, Status> {
+        let members = self.query.members();
+        let list = members
+            .members
+            .into_iter()
+            .map(|member| v1::Member {
+                name: member.name,
+                addr: member.addr,
+                state: match member.state {
+                    headcount_cluster::MemberState::Alive => MemberState::Alive,
+                    headcount_cluster::MemberState::Suspect => MemberState::Suspect,
+                    headcount_cluster::MemberState::Down => MemberState::Down,
+                }
+                .into(),
+                connections: member.connections,
+                topics: member.topics,
+                last_update_ms: member.last_update_ms,
+                stale: member.stale,
+            })
+            .collect();
+        Ok(Response::new(ListMembersResponse { self_: members.self_name, members: list }))
+    }
+}

@@ -1,0 +1,56 @@
+//! What the edges report in `/metrics`. Gauges of state owned elsewhere (the
+//! counting table, the hub, the cluster view) are read at scrape time, so the
+//! per-connection path updates nothing but its own counters.
+
+use prometheus_client::{
+    encoding::text::encode,
+    metrics::{counter::Counter, family::Family, gauge::Gauge},
+    registry::Registry,
+};
+
+use crate::{push::Hub, query::Query};
+
+type Labels = [(&'static str, &'static str); 1];
+
+/// The node's own metrics, next to those the cluster layer registers.
+#[derive(Clone, Default)]
+pub struct NodeMetrics {
+    connections: Gauge,
+    watchers: Gauge,
+    topics: Gauge,
+    watched_topics: Gauge,
+    nodes: Gauge,
+    pub(crate) sessions_opened: Family<Labels, Counter>,
+    pub(crate) refused: Family<Labels, Counter>,
+}
+
+impl NodeMetrics {
+    /// Creates the metrics and registers them in `registry`.
+    pub fn register(registry: &mut Registry) -> Self {
+        let metrics = Self::default();
+        registry.register("headcount_connections", "Counted websocket connections on this node", metrics.connections.clone());
+        registry.register("headcount_watchers", "Open websocket watch sessions and gRPC watch streams", metrics.watchers.clone());
+        registry.register("headcount_topics", "Topics with live connections on this node", metrics.topics.clone());
+        registry.register("headcount_watched_topics", "Topics with at least one watcher", metrics.watched_topics.clone());
+        registry.register("headcount_cluster_nodes", "Live nodes whose counts are included, this one too", metrics.nodes.clone());
+        registry.register("headcount_sessions_opened", "Websocket sessions opened, by kind", metrics.sessions_opened.clone());
+        registry.register("headcount_connections_refused", "Websocket upgrades refused, by reason", metrics.refused.clone());
+        metrics
+    }
+
+    pub(crate) fn watcher_gauge(&self) -> Gauge {
+        self.watchers.clone()
+    }
+
+    /// Reads the gauges and encodes the whole registry.
+    pub fn render(&self, registry: &Registry, query: &Query, hub: &Hub) -> Result<String, std::fmt::Error> {
+        let table = query.table();
+        self.connections.set(i64::try_from(table.connections()).unwrap_or(i64::MAX));
+        self.topics.set(i64::try_from(table.topics()).unwrap_or(i64::MAX));
+        self.watched_topics.set(i64::try_from(hub.topics()).unwrap_or(i64::MAX));
+        self.nodes.set(i64::from(query.count_nodes()));
+        let mut text = String::new();
+        encode(&mut text, registry)?;
+        Ok(text)
+    }
+}

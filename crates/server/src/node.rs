@@ -1,0 +1,224 @@
+//! One headcount node: the counting table, the cluster layer, the push hub,
+//! the HTTP and gRPC servers, all on one task tracker and one cancellation
+//! token.
+//!
+//! [`Node::start`] takes its listeners and its shutdown token as arguments,
+//! so tests run real nodes on port 0 and stop them as they like. Cancelling
+//! the token is the whole shutdown: the servers stop accepting, websocket
+//! sessions close with 1001, watch streams end, gRPC health turns
+//! NOT_SERVING and the gossip task leaves the cluster; [`Node::stopped`]
+//! waits for all of it.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use headcount_cluster::{Cluster, ClusterConfig};
+use headcount_counter::CounterTable;
+use headcount_proto::v1::{cluster_server::ClusterServer, counter_server::CounterServer};
+use prometheus_client::registry::Registry;
+use tokio::net::{TcpListener, UdpSocket};
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tracing::{error, info};
+
+use crate::{
+    AppState,
+    admission::Admission,
+    grpc::{ClusterApi, CounterApi},
+    http,
+    metrics::NodeMetrics,
+    push::Hub,
+    query::Query,
+    ws::SessionTimings,
+};
+
+/// Everything a node is configured with (the binary maps flags onto it).
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// Stable human name shown in `/cluster`.
+    pub node_name: String,
+    /// Gossip address other nodes use; none: the gossip socket's address.
+    pub advertise: Option<SocketAddr>,
+    /// `host:port` gossip addresses to join.
+    pub seeds: Vec<String>,
+    /// X: how often changed counts are disseminated.
+    pub gossip_interval: Duration,
+    /// How long a suspected member may answer before it is declared down.
+    pub suspect_timeout: Duration,
+    /// The most often a watcher is sent a changed count.
+    pub push_interval: Duration,
+    /// Local counter shards.
+    pub shards: usize,
+    /// Shared key authenticating gossip and sync; none: no authentication.
+    pub cluster_secret: Option<Vec<u8>>,
+    /// Websocket connections this node accepts.
+    pub max_connections: usize,
+    /// Websocket connections per client IP.
+    pub max_connections_per_ip: u32,
+    /// Distinct topics with live connections on this node.
+    pub max_topics: usize,
+    /// Origins allowed to open websockets; none: any.
+    pub allowed_origins: Option<Vec<String>>,
+    /// Ping and idle timings of websocket sessions.
+    pub session: SessionTimings,
+}
+
+impl NodeConfig {
+    /// The defaults of the product contract, for a node named `node_name`.
+    pub fn new(node_name: impl Into<String>) -> Self {
+        Self {
+            node_name: node_name.into(),
+            advertise: None,
+            seeds: Vec::new(),
+            gossip_interval: Duration::from_secs(1),
+            suspect_timeout: Duration::from_secs(2),
+            push_interval: Duration::from_secs(1),
+            shards: std::thread::available_parallelism().map_or(1, usize::from),
+            cluster_secret: None,
+            max_connections: 1_000_000,
+            max_connections_per_ip: 1_000,
+            max_topics: 100_000,
+            allowed_origins: None,
+            session: SessionTimings::default(),
+        }
+    }
+}
+
+/// The sockets a node serves on, bound by the caller.
+pub struct Listeners {
+    /// HTTP and websockets.
+    pub http: TcpListener,
+    /// gRPC (public API, health, reflection, and peer sync).
+    pub grpc: TcpListener,
+    /// Cluster gossip.
+    pub gossip: UdpSocket,
+}
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A listener's address could not be read.
+    #[error("listener: {0}")]
+    Io(#[from] std::io::Error),
+    /// The gossip address other nodes would use is not routable.
+    #[error("advertise address {0} is not routable: set --advertise")]
+    Unroutable(SocketAddr),
+}
+
+/// A running node.
+pub struct Node {
+    /// Where HTTP and websockets are served.
+    pub http_addr: SocketAddr,
+    /// Where gRPC is served.
+    pub grpc_addr: SocketAddr,
+    /// Where gossip is received.
+    pub gossip_addr: SocketAddr,
+    tracker: TaskTracker,
+}
+
+impl Node {
+    /// Starts every task of a node on `listeners`; all stop on `shutdown`.
+    pub async fn start(config: NodeConfig, listeners: Listeners, shutdown: CancellationToken) -> Result<Self, StartError> {
+        let http_addr = listeners.http.local_addr()?;
+        let grpc_addr = listeners.grpc.local_addr()?;
+        let gossip_addr = listeners.gossip.local_addr()?;
+        let advertise = config.advertise.unwrap_or(gossip_addr);
+        if advertise.ip().is_unspecified() {
+            return Err(StartError::Unroutable(advertise));
+        }
+        let tracker = TaskTracker::new();
+        let mut registry = Registry::default();
+        let table = CounterTable::new(config.shards, config.max_topics);
+        let cluster_config = ClusterConfig {
+            node_name: config.node_name.clone(),
+            advertise,
+            sync_port: grpc_addr.port(),
+            seeds: config.seeds.clone(),
+            gossip_interval: config.gossip_interval,
+            suspect_timeout: config.suspect_timeout,
+            secret: config.cluster_secret.clone(),
+        };
+        let cluster =
+            Cluster::start(cluster_config, listeners.gossip, table.clone(), &mut registry, &tracker, shutdown.clone());
+        let query = Query::new(table, cluster.view());
+        let metrics = NodeMetrics::register(&mut registry);
+        let hub = Arc::new(Hub::default());
+        let state = Arc::new(AppState {
+            query: query.clone(),
+            hub: Arc::clone(&hub),
+            admission: Admission::new(
+                config.allowed_origins.clone(),
+                config.max_connections,
+                config.max_connections_per_ip,
+            ),
+            metrics: metrics.clone(),
+            registry: Arc::new(registry),
+            needs_join: !config.seeds.is_empty(),
+            timings: config.session,
+            shutdown: shutdown.clone(),
+            tracker: tracker.clone(),
+        });
+
+        let push = (Arc::clone(&hub), query.clone(), shutdown.clone());
+        tracker.spawn(async move { push.0.run(push.1, config.push_interval, push.2).await });
+        tracker.spawn(serve_http(listeners.http, state, shutdown.clone()));
+        let grpc = GrpcParts { query, hub, metrics, sync: cluster.sync_service() };
+        tracker.spawn(serve_grpc(listeners.grpc, grpc, shutdown));
+        tracker.close();
+        info!(node = %config.node_name, %http_addr, %grpc_addr, %gossip_addr, %advertise, "node started");
+        Ok(Self { http_addr, grpc_addr, gossip_addr, tracker })
+    }
+
+    /// Resolves once every task of the node has ended (after shutdown).
+    pub async fn stopped(&self) {
+        self.tracker.wait().await;
+    }
+}
+
+async fn serve_http(listener: TcpListener, state: Arc<AppState>, shutdown: CancellationToken) {
+    let app = http::router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let served = axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await;
+    if let Err(error) = served {
+        error!(%error, "http server failed");
+    }
+}
+
+struct GrpcParts {
+    query: Query,
+    hub: Arc<Hub>,
+    metrics: NodeMetrics,
+    sync: headcount_cluster::SyncService,
+}
+
+async fn serve_grpc(listener: TcpListener, parts: GrpcParts, shutdown: CancellationToken) {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<CounterServer<CounterApi>>().await;
+    health.set_serving::<ClusterServer<ClusterApi>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(headcount_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1();
+    let reflection = match reflection {
+        Ok(reflection) => reflection,
+        Err(error) => {
+            error!(%error, "grpc reflection could not be built");
+            return;
+        }
+    };
+    let counter = CounterApi::new(parts.query.clone(), parts.hub, parts.metrics, shutdown.clone());
+    let stop = shutdown.clone();
+    let served = tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(CounterServer::new(counter))
+        .add_service(ClusterServer::new(ClusterApi::new(parts.query)))
+        .add_service(parts.sync.into_server())
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+            stop.cancelled().await;
+            health.set_not_serving::<CounterServer<CounterApi>>().await;
+            health.set_not_serving::<ClusterServer<ClusterApi>>().await;
+        })
+        .await;
+    if let Err(error) = served {
+        error!(%error, "grpc server failed");
+    }
+}

@@ -1,0 +1,108 @@
+//! Pushing count changes to watchers (websocket sessions and gRPC streams).
+//!
+//! One `watch` channel per watched topic holds its cluster-wide count. A
+//! single task refreshes every watched topic once per `--push-interval` and
+//! only bumps a channel when the count changed, so a watcher is woken at most
+//! once per interval and only for a change, and idle watchers cost no timer.
+
+use std::time::Duration;
+
+use dashmap::DashMap;
+use headcount_counter::Topic;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::query::Query;
+
+/// Per-topic channels of cluster-wide counts.
+#[derive(Default)]
+pub struct Hub {
+    topics: DashMap<Topic, watch::Sender<u64>>,
+}
+
+impl Hub {
+    /// Watches `topic`; `current` seeds a channel the topic does not have yet.
+    /// The returned receiver has seen the current value: it wakes on the next
+    /// change only.
+    pub fn subscribe(&self, topic: &Topic, current: u64) -> watch::Receiver<u64> {
+        let mut receiver = self.topics.entry(topic.clone()).or_insert_with(|| watch::channel(current).0).subscribe();
+        receiver.borrow_and_update();
+        receiver
+    }
+
+    /// Topics with at least one watcher channel.
+    pub fn topics(&self) -> usize {
+        self.topics.len()
+    }
+
+    /// Refreshes every watched topic from `query`; forgets topics nobody watches.
+    pub fn refresh(&self, query: &Query) {
+        self.topics.retain(|topic, sender| {
+            if sender.receiver_count() == 0 {
+                return false;
+            }
+            let count = query.count(topic).count;
+            sender.send_if_modified(|current| {
+                let changed = *current != count;
+                *current = count;
+                changed
+            });
+            true
+        });
+    }
+
+    /// Refreshes every `interval` until `shutdown`.
+    pub async fn run(&self, query: Query, interval: Duration, shutdown: CancellationToken) {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                _ = tick.tick() => self.refresh(&query),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use headcount_cluster::ClusterView;
+    use headcount_counter::CounterTable;
+    use std::sync::Arc;
+
+    fn setup() -> (Hub, Query, CounterTable) {
+        let table = CounterTable::new(1, 10);
+        let view = ClusterView::alone("a".into(), "127.0.0.1:1".parse().expect("addr"));
+        let (_tx, rx) = watch::channel(Arc::new(view));
+        (Hub::default(), Query::new(table.clone(), rx), table)
+    }
+
+    #[test]
+    fn a_watcher_wakes_only_when_the_count_changed() {
+        let (hub, query, table) = setup();
+        let news = Topic::new("news").expect("valid");
+        let mut watcher = hub.subscribe(&news, 0);
+        hub.refresh(&query);
+        assert!(!watcher.has_changed().expect("open"), "no change, no wake");
+        let presence = table.join(&news).expect("room");
+        hub.refresh(&query);
+        assert!(watcher.has_changed().expect("open"));
+        assert_eq!(*watcher.borrow_and_update(), 1);
+        drop(presence);
+        let _again = table.join(&news).expect("room");
+        hub.refresh(&query);
+        assert!(!watcher.has_changed().expect("open"), "1 -> 0 -> 1 between refreshes is no change");
+    }
+
+    #[test]
+    fn unwatched_topics_are_forgotten() {
+        let (hub, query, _table) = setup();
+        let watcher = hub.subscribe(&Topic::new("x").expect("valid"), 0);
+        hub.refresh(&query);
+        assert_eq!(hub.topics(), 1);
+        drop(watcher);
+        hub.refresh(&query);
+        assert_eq!(hub.topics(), 0);
+    }
+}

@@ -1,0 +1,263 @@
+//! `GET /ws/{topic}`: a websocket that counts once toward its topic while it
+//! is open (unless `?watch=1`) and receives the topic's cluster-wide count.
+//!
+//! Every refusal happens before the upgrade, as HTTP, in the order of the
+//! contract: invalid topic 400, origin 403, per-IP cap 429, node full 503.
+//! An admitted session owns its [`Presence`] and its admission permits, so
+//! however it ends (close frame, reset, idle, oversized frame, shutdown, or a
+//! panic) the count and the capacity come back.
+//!
+//! Buffers are kept small because idle connections are the common case: the
+//! read buffer is 1 KiB (the largest frame a client may send) and writes go
+//! out eagerly (server messages are a few dozen bytes), so an idle session
+//! costs a few KiB instead of tungstenite's 128 KiB defaults.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use axum::{
+    extract::{
+        ConnectInfo, State,
+        ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, rejection::WebSocketUpgradeRejection},
+    },
+    http::{HeaderMap, Uri, header::ORIGIN},
+    response::{IntoResponse, Response},
+};
+use headcount_counter::{Presence, Topic};
+use serde::Serialize;
+use tokio::{sync::watch, time::Instant};
+use tokio_util::{sync::CancellationToken, task::task_tracker::TaskTrackerToken};
+
+use crate::{
+    AppState,
+    admission::{Admitted, Refusal},
+    error::ApiError,
+    query::Query,
+};
+
+/// Largest data frame a client may send; a larger one closes with 1009.
+pub const MAX_CLIENT_FRAME: usize = 1024;
+const READ_BUFFER: usize = 1024;
+/// A client that stops reading is disconnected once this much is queued.
+const MAX_WRITE_BUFFER: usize = 64 * 1024;
+/// How long a closing session waits for the client's close reply.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+const CLOSE_NORMAL: u16 = 1000;
+const CLOSE_GOING_AWAY: u16 = 1001;
+const CLOSE_TOO_BIG: u16 = 1009;
+
+/// Timings of a session.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionTimings {
+    /// Silence after which the server sends a ping.
+    pub ping_after: Duration,
+    /// Silence after which the server closes the connection.
+    pub idle_timeout: Duration,
+}
+
+impl Default for SessionTimings {
+    fn default() -> Self {
+        Self { ping_after: Duration::from_secs(30), idle_timeout: Duration::from_secs(90) }
+    }
+}
+
+#[derive(Serialize)]
+struct Push<'a> {
+    topic: &'a str,
+    count: u64,
+}
+
+/// The websocket endpoint.
+pub(crate) async fn handler(
+    State(app): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    uri: Uri,
+    headers: HeaderMap,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<Response, ApiError> {
+    let topic = crate::http::topic_from_path(&uri, "/ws/")?;
+    let watch_only = watch_param(uri.query())?;
+    let origin = headers.get(ORIGIN).and_then(|value| value.to_str().ok());
+    let refused = |refusal: Refusal| {
+        app.metrics.refused.get_or_create(&[("reason", refusal_label(refusal))]).inc();
+        ApiError::from(refusal)
+    };
+    app.admission.check_origin(origin).map_err(refused)?;
+    let upgrade = upgrade.map_err(|rejection| ApiError::upgrade_required(rejection.body_text()))?;
+    let admitted = app.admission.admit(peer.ip()).map_err(refused)?;
+    let presence = if watch_only {
+        None
+    } else {
+        Some(app.query.table().join(&topic).map_err(|error| {
+            app.metrics.refused.get_or_create(&[("reason", "max_topics")]).inc();
+            ApiError::unavailable(error.to_string())
+        })?)
+    };
+    let kind = if watch_only { "watch" } else { "counted" };
+    app.metrics.sessions_opened.get_or_create(&[("kind", kind)]).inc();
+    let session = Session {
+        updates: app.hub.subscribe(&topic, app.query.count(&topic).count),
+        topic,
+        query: app.query.clone(),
+        shutdown: app.shutdown.clone(),
+        timings: app.timings,
+        watcher: watch_only.then(|| WatcherGauge::new(&app)),
+        _presence: presence,
+        _admitted: admitted,
+        _tracked: app.tracker.token(),
+    };
+    Ok(upgrade
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(0)
+        .max_write_buffer_size(MAX_WRITE_BUFFER)
+        .max_message_size(MAX_CLIENT_FRAME)
+        .max_frame_size(MAX_CLIENT_FRAME)
+        .on_upgrade(move |socket| session.run(socket))
+        .into_response())
+}
+
+fn watch_param(query: Option<&str>) -> Result<bool, ApiError> {
+    let mut watch = false;
+    for pair in query.unwrap_or_default().split('&').filter(|pair| !pair.is_empty()) {
+        match pair.split_once('=').unwrap_or((pair, "")) {
+            ("watch", "1" | "true") => watch = true,
+            ("watch", "0" | "false") => watch = false,
+            ("watch", _) => return Err(ApiError::bad_request("watch must be 1, true, 0 or false")),
+            _ => {}
+        }
+    }
+    Ok(watch)
+}
+
+fn refusal_label(refusal: Refusal) -> &'static str {
+    match refusal {
+        Refusal::Origin => "origin",
+        Refusal::PerIp => "per_ip",
+        Refusal::NodeFull => "max_connections",
+    }
+}
+
+/// Counts a watch-only session in the watchers gauge while it lives.
+struct WatcherGauge(prometheus_client::metrics::gauge::Gauge);
+
+impl WatcherGauge {
+    fn new(app: &AppState) -> Self {
+        let gauge = app.metrics.watcher_gauge();
+        gauge.inc();
+        Self(gauge)
+    }
+}
+
+impl Drop for WatcherGauge {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// One admitted websocket, with everything it holds until it ends.
+struct Session {
+    topic: Topic,
+    query: Query,
+    updates: watch::Receiver<u64>,
+    shutdown: CancellationToken,
+    timings: SessionTimings,
+    watcher: Option<WatcherGauge>,
+    _presence: Option<Presence>,
+    _admitted: Admitted,
+    _tracked: TaskTrackerToken,
+}
+
+impl Session {
+    async fn run(mut self, mut socket: WebSocket) {
+        let mut last_sent = self.query.count(&self.topic).count;
+        if self.send_count(&mut socket, last_sent).await.is_err() {
+            return;
+        }
+        let mut last_heard = Instant::now();
+        let idle = tokio::time::sleep_until(last_heard + self.timings.ping_after);
+        tokio::pin!(idle);
+        let close = loop {
+            tokio::select! {
+                biased;
+                () = self.shutdown.cancelled() => break Some((CLOSE_GOING_AWAY, "server shutting down")),
+                frame = socket.recv() => match frame {
+                    None | Some(Ok(Message::Close(_))) => break None,
+                    Some(Ok(_)) => {
+                        last_heard = Instant::now();
+                        idle.as_mut().reset(last_heard + self.timings.ping_after);
+                    }
+                    Some(Err(error)) => break is_too_big(&error).then_some((CLOSE_TOO_BIG, "frame too big")),
+                },
+                changed = self.updates.changed() => {
+                    if changed.is_err() {
+                        break Some((CLOSE_GOING_AWAY, "server shutting down"));
+                    }
+                    let count = *self.updates.borrow_and_update();
+                    if count != last_sent {
+                        last_sent = count;
+                        if self.send_count(&mut socket, count).await.is_err() {
+                            break None;
+                        }
+                    }
+                }
+                () = &mut idle => {
+                    if last_heard.elapsed() >= self.timings.idle_timeout {
+                        break Some((CLOSE_NORMAL, "idle timeout"));
+                    }
+                    if socket.send(Message::Ping(Default::default())).await.is_err() {
+                        break None;
+                    }
+                    let next = (Instant::now() + self.timings.ping_after).min(last_heard + self.timings.idle_timeout);
+                    idle.as_mut().reset(next);
+                }
+            }
+        };
+        if let Some((code, reason)) = close {
+            close_gracefully(socket, code, reason).await;
+        }
+        drop(self.watcher.take());
+    }
+
+    async fn send_count(&self, socket: &mut WebSocket, count: u64) -> Result<(), axum::Error> {
+        let push = Push { topic: &self.topic, count };
+        let text = serde_json::to_string(&push).unwrap_or_default();
+        socket.send(Message::Text(text.into())).await
+    }
+}
+
+async fn close_gracefully(mut socket: WebSocket, code: u16, reason: &'static str) {
+    let frame = CloseFrame { code, reason: reason.into() };
+    if socket.send(Message::Close(Some(frame))).await.is_err() {
+        return;
+    }
+    // Wait briefly for the client's close reply so the close handshake
+    // completes; a client that never answers is dropped after the grace.
+    let _ = tokio::time::timeout(CLOSE_GRACE, async {
+        while let Some(Ok(frame)) = socket.recv().await {
+            if matches!(frame, Message::Close(_)) {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
+fn is_too_big(error: &axum::Error) -> bool {
+    std::error::Error::source(error)
+        .and_then(|source| source.downcast_ref::<tungstenite::Error>())
+        .is_some_and(|error| matches!(error, tungstenite::Error::Capacity(_)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn watch_parameter_forms() {
+        assert_eq!(watch_param(None).ok(), Some(false));
+        assert_eq!(watch_param(Some("watch=1")).ok(), Some(true));
+        assert_eq!(watch_param(Some("a=b&watch=true")).ok(), Some(true));
+        assert_eq!(watch_param(Some("watch=0")).ok(), Some(false));
+        assert!(watch_param(Some("watch=yes")).is_err());
+    }
+}
