@@ -1,1 +1,305 @@
-//! Test harness.
+//! Test harness: real headcount nodes on loopback with real sockets, and the
+//! clients a user would point at them.
+//!
+//! Each [`TestNode`] runs in its own tokio runtime on its own thread, so a
+//! test can stop it gracefully ([`TestNode::stop`]) or crash it
+//! ([`TestNode::kill`]: the runtime is dropped, every socket closes, nothing
+//! is said to the cluster). Every port is ephemeral. [`GossipLink`] puts a
+//! UDP forwarder in front of a node's gossip socket so a test can cut and
+//! heal the network between chosen nodes. Tests wait for conditions with
+//! [`eventually`], which polls until a deadline; they never sleep a fixed time.
+
+use std::{
+    collections::HashSet,
+    future::Future,
+    net::SocketAddr,
+    sync::{Arc, Mutex, PoisonError},
+    time::Duration,
+};
+
+use futures_util::{SinkExt, StreamExt};
+use headcount_server::{Listeners, Node, NodeConfig};
+use tokio::{
+    net::{TcpListener, TcpStream, UdpSocket},
+    sync::oneshot,
+    time::Instant,
+};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, tungstenite::Message};
+use tokio_util::sync::CancellationToken;
+
+/// A websocket client connection.
+pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Gossip interval used by cluster tests (X).
+pub const TEST_GOSSIP_INTERVAL: Duration = Duration::from_millis(100);
+
+/// A node configuration with short timings for tests.
+pub fn test_config(name: &str) -> NodeConfig {
+    let mut config = NodeConfig::new(name);
+    config.gossip_interval = TEST_GOSSIP_INTERVAL;
+    config.push_interval = Duration::from_millis(100);
+    config.suspect_timeout = Duration::from_millis(1500);
+    config.shards = 2;
+    config
+}
+
+/// A running node.
+pub struct TestNode {
+    /// Its name.
+    pub name: String,
+    /// HTTP + websocket address.
+    pub http: SocketAddr,
+    /// gRPC address.
+    pub grpc: SocketAddr,
+    /// The address its gossip socket is bound to.
+    pub gossip: SocketAddr,
+    shutdown: CancellationToken,
+    kill: CancellationToken,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl TestNode {
+    /// Starts a node with `config` on ephemeral ports.
+    pub async fn start(config: NodeConfig) -> Self {
+        Self::start_on(config, "127.0.0.1:0".parse().expect("addr")).await
+    }
+
+    /// Starts a node whose gossip socket binds `gossip` (to restart a node
+    /// on the same address).
+    pub async fn start_on(config: NodeConfig, gossip: SocketAddr) -> Self {
+        let name = config.node_name.clone();
+        let shutdown = CancellationToken::new();
+        let kill = CancellationToken::new();
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let (stop, crash) = (shutdown.clone(), kill.clone());
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(async move {
+                let listeners = Listeners {
+                    http: TcpListener::bind("127.0.0.1:0").await.expect("bind http"),
+                    grpc: TcpListener::bind("127.0.0.1:0").await.expect("bind grpc"),
+                    gossip: UdpSocket::bind(gossip).await.expect("bind gossip"),
+                };
+                let node = Node::start(config, listeners, stop.clone()).await.expect("node starts");
+                let _ = ready_tx.send((node.http_addr, node.grpc_addr, node.gossip_addr));
+                tokio::select! {
+                    () = crash.cancelled() => {}
+                    () = async { stop.cancelled().await; node.stopped().await } => {}
+                }
+            });
+            runtime.shutdown_background();
+        });
+        let (http, grpc, gossip) = ready_rx.await.expect("node reports its addresses");
+        Self { name, http, grpc, gossip, shutdown, kill, thread: Some(thread) }
+    }
+
+    /// Graceful shutdown (as on SIGTERM); returns once every task ended.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        self.join().await;
+    }
+
+    /// Starts a graceful shutdown without waiting for it.
+    pub fn begin_stop(&self) {
+        self.shutdown.cancel();
+    }
+
+    /// Crash: every task is dropped and every socket closed, with no word
+    /// to the cluster or to clients.
+    pub async fn kill(mut self) {
+        self.kill.cancel();
+        self.join().await;
+    }
+
+    async fn join(&mut self) {
+        if let Some(thread) = self.thread.take() {
+            tokio::task::spawn_blocking(move || thread.join()).await.expect("join").expect("node thread");
+        }
+    }
+
+    /// `GET path` on this node: status and JSON body.
+    pub async fn get(&self, path: &str) -> (u16, serde_json::Value) {
+        get_json(self.http, path).await
+    }
+
+    /// The cluster-wide count of `topic` (already percent-encoded as needed).
+    pub async fn count(&self, topic: &str) -> u64 {
+        let (status, body) = self.get(&format!("/count/{topic}")).await;
+        assert_eq!(status, 200, "GET /count/{topic}: {body}");
+        body["count"].as_u64().expect("count")
+    }
+
+    /// Opens a counted websocket on `topic`.
+    pub async fn connect(&self, topic: &str) -> Ws {
+        ws_connect(self.http, &format!("/ws/{topic}")).await.expect("websocket upgrade")
+    }
+}
+
+impl Drop for TestNode {
+    fn drop(&mut self) {
+        self.kill.cancel();
+    }
+}
+
+/// `GET path` on `addr`: status and JSON body (`null` when not JSON).
+pub async fn get_json(addr: SocketAddr, path: &str) -> (u16, serde_json::Value) {
+    let response = reqwest::get(format!("http://{addr}{path}")).await.expect("http request");
+    let status = response.status().as_u16();
+    let text = response.text().await.expect("body");
+    (status, serde_json::from_str(&text).unwrap_or(serde_json::Value::Null))
+}
+
+/// Opens a websocket on `addr` at `path` (which may carry a query).
+pub async fn ws_connect(addr: SocketAddr, path: &str) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
+    let (socket, _) = tokio_tungstenite::connect_async(format!("ws://{addr}{path}")).await?;
+    Ok(socket)
+}
+
+/// The next count pushed on `socket` (`{"topic":…,"count":N}`), skipping
+/// control frames; `None` when the socket closes first or `within` passes.
+pub async fn next_count(socket: &mut Ws, within: Duration) -> Option<u64> {
+    let deadline = Instant::now() + within;
+    loop {
+        let frame = tokio::time::timeout_at(deadline, socket.next()).await.ok()??.ok()?;
+        if let Message::Text(text) = frame {
+            let value: serde_json::Value = serde_json::from_str(&text).ok()?;
+            return value["count"].as_u64();
+        }
+    }
+}
+
+/// Reads pushes until one equals `expected`; panics after `within`.
+pub async fn wait_for_push(socket: &mut Ws, expected: u64, within: Duration) {
+    let deadline = Instant::now() + within;
+    let mut seen = Vec::new();
+    while Instant::now() < deadline {
+        match next_count(socket, deadline - Instant::now()).await {
+            Some(count) if count == expected => return,
+            Some(count) => seen.push(count),
+            None => break,
+        }
+    }
+    panic!("no push of {expected} within {within:?}; saw {seen:?}");
+}
+
+/// Closes a websocket politely (close frame).
+pub async fn close(mut socket: Ws) {
+    let _ = socket.close(None).await;
+    while let Some(Ok(_)) = socket.next().await {}
+}
+
+/// Polls `check` until it returns true; panics with `what` after `within`.
+pub async fn eventually<F, Fut>(within: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if check().await {
+            return;
+        }
+        assert!(Instant::now() < deadline, "not within {within:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits until every node reports `expected` for `topic`; returns how long it took.
+pub async fn converge(nodes: &[&TestNode], topic: &str, expected: u64, within: Duration) -> Duration {
+    let started = Instant::now();
+    eventually(within, &format!("every node counts {expected} on {topic}"), || async {
+        for node in nodes {
+            if node.count(topic).await != expected {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    started.elapsed()
+}
+
+/// Waits until every node sees `expected` live nodes in `/count`'s `nodes`.
+pub async fn wait_for_members(nodes: &[&TestNode], expected: u64, within: Duration) {
+    eventually(within, &format!("every node sees {expected} live nodes"), || async {
+        for node in nodes {
+            let (_, body) = node.get("/count/_").await;
+            if body["nodes"].as_u64() != Some(expected) {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+}
+
+/// A UDP forwarder in front of one node's gossip socket: peers send to
+/// [`GossipLink::front`], the link forwards to the node unless the sender
+/// is cut off. Cutting both directions between two nodes partitions them.
+pub struct GossipLink {
+    /// The address peers send to: use it as the node's `advertise` and in
+    /// other nodes' seeds.
+    pub front: SocketAddr,
+    target: Arc<Mutex<Option<SocketAddr>>>,
+    blocked: Arc<Mutex<HashSet<SocketAddr>>>,
+    stop: CancellationToken,
+}
+
+impl GossipLink {
+    /// Binds the front address and starts forwarding (to nothing until
+    /// [`GossipLink::forward_to`]).
+    pub async fn new() -> Self {
+        let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind link");
+        let front = socket.local_addr().expect("addr");
+        let target = Arc::new(Mutex::new(None));
+        let blocked: Arc<Mutex<HashSet<SocketAddr>>> = Arc::default();
+        let stop = CancellationToken::new();
+        let (to, cut, done) = (Arc::clone(&target), Arc::clone(&blocked), stop.clone());
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 65_536];
+            loop {
+                let received = tokio::select! {
+                    () = done.cancelled() => return,
+                    received = socket.recv_from(&mut buf) => received,
+                };
+                let Ok((len, from)) = received else { continue };
+                let target = *to.lock().unwrap_or_else(PoisonError::into_inner);
+                let dropped = cut.lock().unwrap_or_else(PoisonError::into_inner).contains(&from);
+                if let (Some(target), false) = (target, dropped) {
+                    let _ = socket.send_to(&buf[..len], target).await;
+                }
+            }
+        });
+        Self { front, target, blocked, stop }
+    }
+
+    /// Forwards to the node's real gossip socket.
+    pub fn forward_to(&self, gossip: SocketAddr) {
+        *self.target.lock().unwrap_or_else(PoisonError::into_inner) = Some(gossip);
+    }
+
+    /// Drops datagrams sent from `gossip` (another node's real socket).
+    pub fn cut(&self, gossip: SocketAddr) {
+        self.blocked.lock().unwrap_or_else(PoisonError::into_inner).insert(gossip);
+    }
+
+    /// Forwards everything again.
+    pub fn heal(&self) {
+        self.blocked.lock().unwrap_or_else(PoisonError::into_inner).clear();
+    }
+}
+
+impl Drop for GossipLink {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// Sends `payload` as a plain websocket text frame.
+pub async fn send_text(socket: &mut Ws, payload: String) -> Result<(), tokio_tungstenite::tungstenite::Error> {
+    socket.send(Message::Text(payload.into())).await
+}

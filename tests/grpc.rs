@@ -1,0 +1,1 @@
+//! grpc tests (placeholder).
