@@ -78,7 +78,13 @@ impl Seen {
             if update.incarnation < self.incarnation {
                 return false;
             }
-            *self = Seen { incarnation: update.incarnation, round: 0, highest_seq: 0, window: 0, order: self.order };
+            *self = Seen {
+                incarnation: update.incarnation,
+                round: 0,
+                highest_seq: 0,
+                window: 0,
+                order: self.order,
+            };
         }
         if update.counts.is_empty() {
             let news = update.round > self.round;
@@ -113,12 +119,21 @@ pub struct UpdateHandler {
 impl UpdateHandler {
     /// A handler for the node named `own_name`, delivering news to `inbox`.
     pub fn new(own_name: String, inbox: Arc<Mutex<Vec<Update>>>) -> Self {
-        Self { own_name, seen: HashMap::new(), next_order: 0, inbox }
+        Self {
+            own_name,
+            seen: HashMap::new(),
+            next_order: 0,
+            inbox,
+        }
     }
 
     fn is_news(&mut self, update: &Update) -> bool {
         if !self.seen.contains_key(&update.name) && self.seen.len() >= MAX_ORIGINS {
-            let oldest = self.seen.iter().min_by_key(|(_, seen)| seen.order).map(|(name, _)| name.clone());
+            let oldest = self
+                .seen
+                .iter()
+                .min_by_key(|(_, seen)| seen.order)
+                .map(|(name, _)| name.clone());
             if let Some(oldest) = oldest {
                 self.seen.remove(&oldest);
             }
@@ -169,9 +184,19 @@ impl BroadcastHandler<NodeId> for UpdateHandler {
 pub fn encode_update(node: NodeRef, seq: u64, round: u64, counts: &[(Topic, u64)]) -> Vec<u8> {
     let counts = counts
         .iter()
-        .map(|(topic, count)| TopicCount { topic: topic.to_string(), count: *count, version: 0 })
+        .map(|(topic, count)| TopicCount {
+            topic: topic.to_string(),
+            count: *count,
+            version: 0,
+        })
         .collect();
-    CountUpdate { node: Some(node), seq, round, counts }.encode_to_vec()
+    CountUpdate {
+        node: Some(node),
+        seq,
+        round,
+        counts,
+    }
+    .encode_to_vec()
 }
 
 /// Decodes and validates an update from the wire.
@@ -185,7 +210,13 @@ pub fn decode_update(data: &[u8]) -> Result<Update, BroadcastError> {
         .map(|entry| Topic::new(&entry.topic).map(|topic| (topic, entry.count)))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|_| BroadcastError::Invalid("invalid topic"))?;
-    Ok(Update { name: node.name, incarnation: node.incarnation, seq: wire.seq, round: wire.round, counts })
+    Ok(Update {
+        name: node.name,
+        incarnation: node.incarnation,
+        seq: wire.seq,
+        round: wire.round,
+        counts,
+    })
 }
 
 /// Checks a node name received from the network.
@@ -207,7 +238,15 @@ mod tests {
 
     fn wire(name: &str, incarnation: u64, seq: u64, round: u64, counts: &[(&str, u64)]) -> Vec<u8> {
         let counts: Vec<(Topic, u64)> = counts.iter().map(|(t, c)| (topic(t), *c)).collect();
-        encode_update(NodeRef { name: name.into(), incarnation }, seq, round, &counts)
+        encode_update(
+            NodeRef {
+                name: name.into(),
+                incarnation,
+            },
+            seq,
+            round,
+            &counts,
+        )
     }
 
     fn handler() -> (UpdateHandler, Arc<Mutex<Vec<Update>>>) {
@@ -234,22 +273,42 @@ mod tests {
     fn out_of_order_seqs_are_news_digests_only_when_newer() {
         let (mut handler, inbox) = handler();
         for seq in [3, 1, 2, 3, 1] {
-            handler.receive_item(&wire("b", 1, seq, seq, &[("a", seq)]), Some(&sender())).expect("valid");
+            handler
+                .receive_item(&wire("b", 1, seq, seq, &[("a", seq)]), Some(&sender()))
+                .expect("valid");
         }
         assert_eq!(inbox.lock().expect("lock").len(), 3);
         for round in [9, 9, 8] {
-            let passed_on = handler.receive_item(&wire("b", 1, 3, round, &[]), Some(&sender())).expect("valid");
+            let passed_on = handler
+                .receive_item(&wire("b", 1, 3, round, &[]), Some(&sender()))
+                .expect("valid");
             assert!(passed_on.is_none(), "digests are delivered, never passed on");
         }
-        assert_eq!(inbox.lock().expect("lock").len(), 4, "only the newer digest is delivered");
+        assert_eq!(
+            inbox.lock().expect("lock").len(),
+            4,
+            "only the newer digest is delivered"
+        );
     }
 
     #[test]
     fn own_and_older_incarnation_updates_are_not_news() {
         let (mut handler, inbox) = handler();
-        assert!(handler.receive_item(&wire("me", 1, 1, 1, &[("a", 1)]), Some(&sender())).expect("valid").is_none());
-        handler.receive_item(&wire("b", 5, 1, 1, &[("a", 1)]), Some(&sender())).expect("valid");
-        assert!(handler.receive_item(&wire("b", 4, 2, 2, &[("a", 1)]), Some(&sender())).expect("valid").is_none());
+        assert!(
+            handler
+                .receive_item(&wire("me", 1, 1, 1, &[("a", 1)]), Some(&sender()))
+                .expect("valid")
+                .is_none()
+        );
+        handler
+            .receive_item(&wire("b", 5, 1, 1, &[("a", 1)]), Some(&sender()))
+            .expect("valid");
+        assert!(
+            handler
+                .receive_item(&wire("b", 4, 2, 2, &[("a", 1)]), Some(&sender()))
+                .expect("valid")
+                .is_none()
+        );
         assert_eq!(inbox.lock().expect("lock").len(), 1);
     }
 
@@ -259,32 +318,54 @@ mod tests {
         assert!(handler.receive_item(&[0xff, 0xff, 0xff], Some(&sender())).is_err());
         assert!(handler.receive_item(&wire("", 1, 1, 1, &[]), Some(&sender())).is_err());
         let bad_topic = CountUpdate {
-            node: Some(NodeRef { name: "b".into(), incarnation: 1 }),
+            node: Some(NodeRef {
+                name: "b".into(),
+                incarnation: 1,
+            }),
             seq: 1,
             round: 1,
-            counts: vec![TopicCount { topic: "a\nb".into(), count: 1, version: 0 }],
+            counts: vec![TopicCount {
+                topic: "a\nb".into(),
+                count: 1,
+                version: 0,
+            }],
         };
-        assert!(handler.receive_item(&bad_topic.encode_to_vec(), Some(&sender())).is_err());
+        assert!(
+            handler
+                .receive_item(&bad_topic.encode_to_vec(), Some(&sender()))
+                .is_err()
+        );
     }
 
     #[test]
     fn forged_origins_do_not_grow_memory_without_bound() {
         let (mut handler, _) = handler();
         for i in 0..(MAX_ORIGINS + 500) {
-            handler.receive_item(&wire(&format!("n{i}"), 1, 1, 1, &[]), Some(&sender())).expect("valid");
+            handler
+                .receive_item(&wire(&format!("n{i}"), 1, 1, 1, &[]), Some(&sender()))
+                .expect("valid");
         }
         assert_eq!(handler.seen.len(), MAX_ORIGINS);
     }
 
     #[test]
     fn keys_replace_older_digests_and_older_incarnations_only() {
-        let key = |incarnation, seq, round, digest| UpdateKey { origin: "b".into(), incarnation, seq, round, digest };
+        let key = |incarnation, seq, round, digest| UpdateKey {
+            origin: "b".into(),
+            incarnation,
+            seq,
+            round,
+            digest,
+        };
         assert!(key(1, 5, 5, false).invalidates(&key(1, 4, 4, true)));
         assert!(key(1, 5, 6, true).invalidates(&key(1, 5, 5, true)));
         assert!(!key(1, 5, 5, false).invalidates(&key(1, 4, 4, false)));
         assert!(!key(1, 5, 4, true).invalidates(&key(1, 5, 5, true)));
         assert!(key(2, 1, 1, true).invalidates(&key(1, 9, 9, false)));
-        let other = UpdateKey { origin: "c".into(), ..key(1, 1, 1, true) };
+        let other = UpdateKey {
+            origin: "c".into(),
+            ..key(1, 1, 1, true)
+        };
         assert!(!key(2, 9, 9, false).invalidates(&other));
     }
 

@@ -91,7 +91,12 @@ impl Sealer {
 
     fn seal_at(&self, kind: Kind, body: Vec<u8>, timestamp_ms: u64) -> Envelope {
         let mac = self.mac(kind, timestamp_ms, &body).unwrap_or_default();
-        Envelope { kind: kind.into(), timestamp_ms, body, mac }
+        Envelope {
+            kind: kind.into(),
+            timestamp_ms,
+            body,
+            mac,
+        }
     }
 
     /// Checks an encoded envelope of at most `max_len` bytes and returns its body.
@@ -184,9 +189,18 @@ mod tests {
         let theirs = Sealer::new(Some(b"theirs"), 2048);
         let none = Sealer::new(None, 2048);
         let body = b"x".to_vec();
-        assert_eq!(open(&ours, &theirs.seal_at(Kind::Gossip, body.clone(), NOW).encode_to_vec()), Err(DropReason::BadMac));
-        assert_eq!(open(&ours, &none.seal_at(Kind::Gossip, body.clone(), NOW).encode_to_vec()), Err(DropReason::Unauthenticated));
-        assert_eq!(open(&none, &ours.seal_at(Kind::Gossip, body, NOW).encode_to_vec()), Err(DropReason::UnexpectedMac));
+        assert_eq!(
+            open(&ours, &theirs.seal_at(Kind::Gossip, body.clone(), NOW).encode_to_vec()),
+            Err(DropReason::BadMac)
+        );
+        assert_eq!(
+            open(&ours, &none.seal_at(Kind::Gossip, body.clone(), NOW).encode_to_vec()),
+            Err(DropReason::Unauthenticated)
+        );
+        assert_eq!(
+            open(&none, &ours.seal_at(Kind::Gossip, body, NOW).encode_to_vec()),
+            Err(DropReason::UnexpectedMac)
+        );
     }
 
     #[test]
@@ -195,13 +209,22 @@ mod tests {
         let sealed = sealer.seal_at(Kind::PullRequest, b"body".to_vec(), NOW).encode_to_vec();
         let mut envelope = Envelope::decode(sealed.as_slice()).expect("decodes");
         envelope.body = b"bodY".to_vec();
-        assert_eq!(sealer.open_at(Kind::PullRequest, &envelope.encode_to_vec(), NOW), Err(DropReason::BadMac));
+        assert_eq!(
+            sealer.open_at(Kind::PullRequest, &envelope.encode_to_vec(), NOW),
+            Err(DropReason::BadMac)
+        );
         let mut envelope = Envelope::decode(sealed.as_slice()).expect("decodes");
         envelope.timestamp_ms += 1;
-        assert_eq!(sealer.open_at(Kind::PullRequest, &envelope.encode_to_vec(), NOW), Err(DropReason::BadMac));
+        assert_eq!(
+            sealer.open_at(Kind::PullRequest, &envelope.encode_to_vec(), NOW),
+            Err(DropReason::BadMac)
+        );
         let mut envelope = Envelope::decode(sealed.as_slice()).expect("decodes");
         envelope.kind = Kind::PullResponse.into();
-        assert_eq!(sealer.open_at(Kind::PullResponse, &envelope.encode_to_vec(), NOW), Err(DropReason::BadMac));
+        assert_eq!(
+            sealer.open_at(Kind::PullResponse, &envelope.encode_to_vec(), NOW),
+            Err(DropReason::BadMac)
+        );
         assert_eq!(sealer.open_at(Kind::Gossip, &sealed, NOW), Err(DropReason::WrongKind));
     }
 
@@ -211,8 +234,14 @@ mod tests {
         let sealed = sealer.seal_at(Kind::Gossip, b"x".to_vec(), NOW).encode_to_vec();
         let window = REPLAY_WINDOW.as_millis() as u64;
         assert!(sealer.open_at(Kind::Gossip, &sealed, NOW + window).is_ok());
-        assert_eq!(sealer.open_at(Kind::Gossip, &sealed, NOW + window + 1), Err(DropReason::Stale));
-        assert_eq!(sealer.open_at(Kind::Gossip, &sealed, NOW - window - 1), Err(DropReason::Stale));
+        assert_eq!(
+            sealer.open_at(Kind::Gossip, &sealed, NOW + window + 1),
+            Err(DropReason::Stale)
+        );
+        assert_eq!(
+            sealer.open_at(Kind::Gossip, &sealed, NOW - window - 1),
+            Err(DropReason::Stale)
+        );
     }
 
     #[test]

@@ -62,7 +62,10 @@ pub(crate) enum Command {
     /// Answer with this node's published full state.
     FullState(oneshot::Sender<NodeState>),
     /// A pull finished.
-    Pulled { name: String, result: Result<FullState, PullError> },
+    Pulled {
+        name: String,
+        result: Result<FullState, PullError>,
+    },
 }
 
 /// The settings the gossip task runs with.
@@ -122,9 +125,17 @@ impl Published {
         let counts = self
             .counts
             .iter()
-            .map(|(topic, (count, version))| TopicCount { topic: topic.to_string(), count: *count, version: *version })
+            .map(|(topic, (count, version))| TopicCount {
+                topic: topic.to_string(),
+                count: *count,
+                version: *version,
+            })
             .collect();
-        NodeState { node: Some(identity.node_ref()), seq: self.seq, counts }
+        NodeState {
+            node: Some(identity.node_ref()),
+            seq: self.seq,
+            counts,
+        }
     }
 }
 
@@ -206,7 +217,11 @@ impl Gossip {
             inbox,
             state: ClusterState::default(),
             table: parts.table,
-            published: Published { seq: 0, round: 0, counts: HashMap::new() },
+            published: Published {
+                seq: 0,
+                round: 0,
+                counts: HashMap::new(),
+            },
             view: parts.view,
             view_dirty: true,
             commands: parts.commands,
@@ -240,7 +255,9 @@ impl Gossip {
                 Some(command) = self.commands.recv() => self.on_command(command),
                 _ = round.tick() => self.on_round(),
             }
-            self.metrics.command_queue_depth.set(i64::try_from(self.commands.len()).unwrap_or(i64::MAX));
+            self.metrics
+                .command_queue_depth
+                .set(i64::try_from(self.commands.len()).unwrap_or(i64::MAX));
             self.flush();
         }
         self.leave();
@@ -318,12 +335,18 @@ impl Gossip {
         }
         self.previous_gaps = gaps;
         let now = Instant::now();
-        self.down_since.retain(|_, since| now.duration_since(*since) < LIST_DOWN_FOR);
+        self.down_since
+            .retain(|_, since| now.duration_since(*since) < LIST_DOWN_FOR);
         self.view_dirty = true;
     }
 
     fn pull(&mut self, name: &str) {
-        let Some(target) = self.foca.iter_members().map(|member| member.id()).find(|id| id.name == name).cloned()
+        let Some(target) = self
+            .foca
+            .iter_members()
+            .map(|member| member.id())
+            .find(|id| id.name == name)
+            .cloned()
         else {
             return;
         };
@@ -339,7 +362,12 @@ impl Gossip {
                 result = sync::pull(&sealer, &target) => result,
             };
             // The gossip task is gone only when shutting down.
-            let _ = commands.send(Command::Pulled { name: target.name, result }).await;
+            let _ = commands
+                .send(Command::Pulled {
+                    name: target.name,
+                    result,
+                })
+                .await;
         });
     }
 
@@ -413,7 +441,10 @@ impl Gossip {
                 self.member_up(&after);
             }
             OwnedNotification::Rejoin(id) => {
-                info!(incarnation = id.incarnation, "rejoined the cluster under a new incarnation");
+                info!(
+                    incarnation = id.incarnation,
+                    "rejoined the cluster under a new incarnation"
+                );
                 self.identity = id;
             }
             OwnedNotification::Active => info!("joined the cluster"),
@@ -455,7 +486,10 @@ impl Gossip {
                     foca::State::Down => return None,
                 };
                 counts[state as usize] += 1;
-                let summary = self.state.node(&id.name).filter(|node| node.incarnation == id.incarnation);
+                let summary = self
+                    .state
+                    .node(&id.name)
+                    .filter(|node| node.incarnation == id.incarnation);
                 let summary = summary.filter(|_| state != MemberState::Down);
                 Some(MemberInfo {
                     name: id.name.clone(),
@@ -469,8 +503,14 @@ impl Gossip {
                 })
             })
             .collect();
-        for (state, count) in [MemberState::Alive, MemberState::Suspect, MemberState::Down].iter().zip(counts) {
-            self.metrics.members.get_or_create(&[("state", state.as_str())]).set(count);
+        for (state, count) in [MemberState::Alive, MemberState::Suspect, MemberState::Down]
+            .iter()
+            .zip(counts)
+        {
+            self.metrics
+                .members
+                .get_or_create(&[("state", state.as_str())])
+                .set(count);
         }
         let view = ClusterView {
             self_name: self.identity.name.clone(),
@@ -517,13 +557,23 @@ mod tests {
     }
 
     fn identity() -> NodeId {
-        NodeId { incarnation: 7, ..NodeId::seed("127.0.0.1:7946".parse().expect("addr")) }
+        NodeId {
+            incarnation: 7,
+            ..NodeId::seed("127.0.0.1:7946".parse().expect("addr"))
+        }
     }
 
     #[test]
     fn a_quiet_round_is_one_digest_at_the_current_seq() {
-        let mut published = Published { seq: 0, round: 0, counts: HashMap::new() };
-        let node = NodeId { name: "a".into(), ..identity() };
+        let mut published = Published {
+            seq: 0,
+            round: 0,
+            counts: HashMap::new(),
+        };
+        let node = NodeId {
+            name: "a".into(),
+            ..identity()
+        };
         let first = published.next_round(&node, vec![(topic("x"), 2)]);
         let quiet = published.next_round(&node, Vec::new());
         assert_eq!(first.len(), 1);
@@ -533,12 +583,25 @@ mod tests {
 
     #[test]
     fn a_big_round_splits_into_updates_that_fit_a_packet() {
-        let mut published = Published { seq: 0, round: 0, counts: HashMap::new() };
-        let node = NodeId { name: "a".into(), ..identity() };
-        let changed: Vec<_> = (0..200).map(|i| (topic(&format!("/a/fairly/long/page/path/{i:04}")), i)).collect();
+        let mut published = Published {
+            seq: 0,
+            round: 0,
+            counts: HashMap::new(),
+        };
+        let node = NodeId {
+            name: "a".into(),
+            ..identity()
+        };
+        let changed: Vec<_> = (0..200)
+            .map(|i| (topic(&format!("/a/fairly/long/page/path/{i:04}")), i))
+            .collect();
         let updates = published.next_round(&node, changed);
         assert!(updates.len() > 1 && updates.len() <= MAX_UPDATES_PER_ROUND);
-        assert!(updates.iter().all(|u| u.len() <= MAX_UPDATE_BYTES + 64), "sizes {:?}", updates.iter().map(Vec::len).collect::<Vec<_>>());
+        assert!(
+            updates.iter().all(|u| u.len() <= MAX_UPDATE_BYTES + 64),
+            "sizes {:?}",
+            updates.iter().map(Vec::len).collect::<Vec<_>>()
+        );
         let seqs: Vec<u64> = updates.iter().map(|u| decode_update(u).expect("decodes").seq).collect();
         assert_eq!(seqs, (1..=updates.len() as u64).collect::<Vec<_>>());
         assert_eq!(published.counts.len(), 199, "count 0 is not published");
@@ -546,8 +609,15 @@ mod tests {
 
     #[test]
     fn an_oversized_round_is_announced_as_a_gap_for_peers_to_pull() {
-        let mut published = Published { seq: 0, round: 0, counts: HashMap::new() };
-        let node = NodeId { name: "a".into(), ..identity() };
+        let mut published = Published {
+            seq: 0,
+            round: 0,
+            counts: HashMap::new(),
+        };
+        let node = NodeId {
+            name: "a".into(),
+            ..identity()
+        };
         let changed: Vec<_> = (0..5_000).map(|i| (topic(&format!("/page/{i}")), 1)).collect();
         let updates = published.next_round(&node, changed);
         assert_eq!(updates.len(), 1);

@@ -39,13 +39,23 @@ impl NodeId {
         let incarnation = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(1, |since| u64::try_from(since.as_millis()).unwrap_or(u64::MAX));
-        Self { name, gossip, sync_port, incarnation }
+        Self {
+            name,
+            gossip,
+            sync_port,
+            incarnation,
+        }
     }
 
     /// A stand-in for a seed whose identity is not known yet: only its address
     /// matters, foca ignores the destination of an announce.
     pub fn seed(gossip: SocketAddr) -> Self {
-        Self { name: String::new(), gossip, sync_port: 0, incarnation: 0 }
+        Self {
+            name: String::new(),
+            gossip,
+            sync_port: 0,
+            incarnation: 0,
+        }
     }
 
     /// The address of this node's sync (gRPC) server.
@@ -55,7 +65,10 @@ impl NodeId {
 
     /// The wire reference used in count messages.
     pub fn node_ref(&self) -> NodeRef {
-        NodeRef { name: self.name.clone(), incarnation: self.incarnation }
+        NodeRef {
+            name: self.name.clone(),
+            incarnation: self.incarnation,
+        }
     }
 }
 
@@ -63,7 +76,10 @@ impl Identity for NodeId {
     type Addr = SocketAddr;
 
     fn renew(&self) -> Option<Self> {
-        Some(Self { incarnation: self.incarnation.wrapping_add(1), ..self.clone() })
+        Some(Self {
+            incarnation: self.incarnation.wrapping_add(1),
+            ..self.clone()
+        })
     }
 
     fn addr(&self) -> SocketAddr {
@@ -80,7 +96,10 @@ mod tests {
     use super::*;
 
     fn id(incarnation: u64) -> NodeId {
-        NodeId { incarnation, ..NodeId::starting_now("a".into(), "127.0.0.1:7946".parse().expect("addr"), 9090) }
+        NodeId {
+            incarnation,
+            ..NodeId::starting_now("a".into(), "127.0.0.1:7946".parse().expect("addr"), 9090)
+        }
     }
 
     #[test]

@@ -25,22 +25,46 @@ impl ClusterMetrics {
     /// Creates the metrics and registers them in `registry`.
     pub fn register(registry: &mut Registry) -> Self {
         let metrics = Self::default();
-        registry.register("headcount_gossip_sent_bytes", "Gossip bytes sent (UDP payload)", metrics.sent_bytes.clone());
-        registry.register("headcount_gossip_sent_packets", "Gossip datagrams sent", metrics.sent_packets.clone());
-        registry.register("headcount_gossip_received_bytes", "Gossip bytes received", metrics.received_bytes.clone());
-        registry.register("headcount_gossip_received_packets", "Gossip datagrams received", metrics.received_packets.clone());
+        registry.register(
+            "headcount_gossip_sent_bytes",
+            "Gossip bytes sent (UDP payload)",
+            metrics.sent_bytes.clone(),
+        );
+        registry.register(
+            "headcount_gossip_sent_packets",
+            "Gossip datagrams sent",
+            metrics.sent_packets.clone(),
+        );
+        registry.register(
+            "headcount_gossip_received_bytes",
+            "Gossip bytes received",
+            metrics.received_bytes.clone(),
+        );
+        registry.register(
+            "headcount_gossip_received_packets",
+            "Gossip datagrams received",
+            metrics.received_packets.clone(),
+        );
         registry.register(
             "headcount_gossip_dropped",
             "Gossip datagrams and sync messages dropped, by reason",
             metrics.dropped.clone(),
         );
-        registry.register("headcount_cluster_members", "Known remote members, by state", metrics.members.clone());
+        registry.register(
+            "headcount_cluster_members",
+            "Known remote members, by state",
+            metrics.members.clone(),
+        );
         registry.register(
             "headcount_cluster_updates",
             "Count updates received, by outcome",
             metrics.updates.clone(),
         );
-        registry.register("headcount_cluster_pulls", "Full-state pulls, by result", metrics.pulls.clone());
+        registry.register(
+            "headcount_cluster_pulls",
+            "Full-state pulls, by result",
+            metrics.pulls.clone(),
+        );
         registry.register(
             "headcount_gossip_command_queue_depth",
             "Commands waiting for the gossip task",

@@ -190,8 +190,11 @@ impl ClusterState {
         node.last_heard = now;
         node.highest_seen = node.highest_seen.max(state.seq);
         let mut changed = false;
-        let present: HashMap<&Topic, (u64, u64)> =
-            state.counts.iter().map(|(topic, count, version)| (topic, (*count, *version))).collect();
+        let present: HashMap<&Topic, (u64, u64)> = state
+            .counts
+            .iter()
+            .map(|(topic, count, version)| (topic, (*count, *version)))
+            .collect();
         let absent: Vec<Topic> = node
             .counts
             .iter()
@@ -213,7 +216,10 @@ impl ClusterState {
 
     /// Names of nodes that have announced updates this node is missing.
     pub fn gaps(&self) -> impl Iterator<Item = &str> {
-        self.nodes.iter().filter(|(_, node)| node.highest_seen > node.watermark).map(|(name, _)| name.as_str())
+        self.nodes
+            .iter()
+            .filter(|(_, node)| node.highest_seen > node.watermark)
+            .map(|(name, _)| name.as_str())
     }
 
     /// Sum over remote live nodes of their count of `topic`.
@@ -250,13 +256,7 @@ impl ClusterState {
 
 /// Sets one topic of one node if `version` is newer; keeps the node totals
 /// and the cluster sums in step. Returns whether the count moved.
-fn set(
-    node: &mut NodeCounts,
-    totals: &mut imbl::HashMap<Topic, u64>,
-    topic: &Topic,
-    count: u64,
-    version: u64,
-) -> bool {
+fn set(node: &mut NodeCounts, totals: &mut imbl::HashMap<Topic, u64>, topic: &Topic, count: u64, version: u64) -> bool {
     let old = match node.counts.get(topic) {
         Some(current) if current.version >= version => return false,
         Some(current) => current.count,
@@ -297,7 +297,8 @@ fn advance(node: &mut NodeCounts) {
         node.applied_above.pop_first();
     }
     let watermark = node.watermark;
-    node.counts.retain(|_, value| value.count > 0 || value.version > watermark);
+    node.counts
+        .retain(|_, value| value.count > 0 || value.version > watermark);
 }
 
 #[cfg(test)]
@@ -329,14 +330,20 @@ mod tests {
     #[test]
     fn updates_from_non_members_change_nothing() {
         let mut state = ClusterState::default();
-        assert_eq!(state.apply_update(&update(1, &[("a", 5)]), Instant::now()), Outcome::NotMember);
+        assert_eq!(
+            state.apply_update(&update(1, &[("a", 5)]), Instant::now()),
+            Outcome::NotMember
+        );
         assert_eq!(state.count("a"), 0);
     }
 
     #[test]
     fn in_order_updates_set_absolute_counts() {
         let (mut state, now) = live();
-        assert_eq!(state.apply_update(&update(1, &[("a", 5), ("b", 1)]), now), Outcome::Changed);
+        assert_eq!(
+            state.apply_update(&update(1, &[("a", 5), ("b", 1)]), now),
+            Outcome::Changed
+        );
         assert_eq!(state.apply_update(&update(2, &[("a", 3)]), now), Outcome::Changed);
         assert_eq!((state.count("a"), state.count("b")), (3, 1));
         let node = state.node("b").expect("known");
@@ -366,7 +373,11 @@ mod tests {
             counts: vec![(topic("c"), 2, 3)],
         };
         assert_eq!(state.apply_full_state(&full, now), Outcome::Changed);
-        assert_eq!((state.count("a"), state.count("c")), (0, 2), "a is absent at seq 4, so zero");
+        assert_eq!(
+            (state.count("a"), state.count("c")),
+            (0, 2),
+            "a is absent at seq 4, so zero"
+        );
         assert_eq!(state.gaps().count(), 0);
         assert_eq!(state.apply_update(&update(3, &[("a", 9)]), now), Outcome::Stale);
     }
@@ -376,7 +387,12 @@ mod tests {
         let (mut state, now) = live();
         state.apply_update(&update(1, &[("a", 5)]), now);
         state.apply_update(&update(3, &[("a", 8), ("z", 1)]), now);
-        let full = FullState { name: "b".into(), incarnation: 1, seq: 2, counts: vec![(topic("a"), 6, 2)] };
+        let full = FullState {
+            name: "b".into(),
+            incarnation: 1,
+            seq: 2,
+            counts: vec![(topic("a"), 6, 2)],
+        };
         state.apply_full_state(&full, now);
         assert_eq!((state.count("a"), state.count("z")), (8, 1));
         assert_eq!(state.gaps().count(), 0, "1, 2 (full state) and 3 are contiguous");
@@ -389,7 +405,13 @@ mod tests {
         state.member_up("b", 1, now);
         state.member_up("c", 1, now);
         state.apply_update(&update(1, &[("a", 5)]), now);
-        state.apply_update(&Update { name: "c".into(), ..update(1, &[("a", 2)]) }, now);
+        state.apply_update(
+            &Update {
+                name: "c".into(),
+                ..update(1, &[("a", 2)])
+            },
+            now,
+        );
         assert_eq!(state.count("a"), 7);
         assert!(state.member_down("b", 1));
         assert_eq!(state.count("a"), 2);
@@ -403,7 +425,10 @@ mod tests {
         assert!(state.member_up("b", 2, now), "new incarnation must be pulled");
         assert_eq!(state.count("a"), 0);
         assert!(!state.member_up("b", 1, now), "older incarnation is ignored");
-        assert!(!state.member_down("b", 1), "down of the old incarnation keeps the new one");
+        assert!(
+            !state.member_down("b", 1),
+            "down of the old incarnation keeps the new one"
+        );
         assert_eq!(state.apply_update(&update(2, &[("a", 5)]), now), Outcome::NotMember);
     }
 
@@ -425,7 +450,10 @@ mod tests {
                     for (t, c) in &counts {
                         truth.insert(t.clone(), *c);
                     }
-                    update(i as u64 + 1, &counts.iter().map(|(t, c)| (t.as_str(), *c)).collect::<Vec<_>>())
+                    update(
+                        i as u64 + 1,
+                        &counts.iter().map(|(t, c)| (t.as_str(), *c)).collect::<Vec<_>>(),
+                    )
                 })
                 .collect();
             truth.retain(|_, c| *c > 0);

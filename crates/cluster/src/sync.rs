@@ -59,8 +59,18 @@ pub struct SyncService {
 }
 
 impl SyncService {
-    pub(crate) fn new(own_name: String, sealer: Sealer, commands: mpsc::Sender<Command>, metrics: ClusterMetrics) -> Self {
-        Self { own_name, sealer, commands, metrics }
+    pub(crate) fn new(
+        own_name: String,
+        sealer: Sealer,
+        commands: mpsc::Sender<Command>,
+        metrics: ClusterMetrics,
+    ) -> Self {
+        Self {
+            own_name,
+            sealer,
+            commands,
+            metrics,
+        }
     }
 
     /// The tonic service to mount on the node's gRPC server.
@@ -72,10 +82,13 @@ impl SyncService {
 #[tonic::async_trait]
 impl SyncApi for SyncService {
     async fn pull_state(&self, request: Request<Envelope>) -> Result<Response<Envelope>, Status> {
-        let body = self.sealer.open_envelope(Kind::PullRequest, request.into_inner()).map_err(|reason| {
-            self.metrics.dropped(reason.label());
-            Status::unauthenticated(format!("pull request refused: {reason}"))
-        })?;
+        let body = self
+            .sealer
+            .open_envelope(Kind::PullRequest, request.into_inner())
+            .map_err(|reason| {
+                self.metrics.dropped(reason.label());
+                Status::unauthenticated(format!("pull request refused: {reason}"))
+            })?;
         let pull = PullStateRequest::decode(body.as_slice()).map_err(|_| {
             self.metrics.dropped(DropReason::Malformed.label());
             Status::invalid_argument("pull request does not decode")
@@ -89,7 +102,9 @@ impl SyncApi for SyncService {
             .await
             .map_err(|_| Status::unavailable("node is shutting down"))?;
         let state = answer.await.map_err(|_| Status::unavailable("node is shutting down"))?;
-        Ok(Response::new(self.sealer.seal_envelope(Kind::PullResponse, state.encode_to_vec())))
+        Ok(Response::new(
+            self.sealer.seal_envelope(Kind::PullResponse, state.encode_to_vec()),
+        ))
     }
 }
 
@@ -99,10 +114,14 @@ pub(crate) async fn pull(sealer: &Sealer, target: &NodeId) -> Result<FullState, 
         .connect_timeout(CONNECT_TIMEOUT)
         .timeout(PULL_TIMEOUT);
     let mut client = SyncClient::new(endpoint.connect().await?).max_decoding_message_size(MAX_STATE_BYTES);
-    let request = PullStateRequest { target: Some(target.node_ref()) };
+    let request = PullStateRequest {
+        target: Some(target.node_ref()),
+    };
     let envelope = sealer.seal_envelope(Kind::PullRequest, request.encode_to_vec());
     let answer = client.pull_state(envelope).await?.into_inner();
-    let body = sealer.open_envelope(Kind::PullResponse, answer).map_err(PullError::Refused)?;
+    let body = sealer
+        .open_envelope(Kind::PullResponse, answer)
+        .map_err(PullError::Refused)?;
     let state = NodeState::decode(body.as_slice()).map_err(|_| PullError::Refused(DropReason::Malformed))?;
     decode_state(state, target)
 }
@@ -119,5 +138,10 @@ fn decode_state(state: NodeState, target: &NodeId) -> Result<FullState, PullErro
         .map(|TopicCount { topic, count, version }| Topic::new(&topic).map(|topic| (topic, count, version)))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|_| PullError::Invalid("invalid topic"))?;
-    Ok(FullState { name: node.name, incarnation: node.incarnation, seq: state.seq, counts })
+    Ok(FullState {
+        name: node.name,
+        incarnation: node.incarnation,
+        seq: state.seq,
+        counts,
+    })
 }

@@ -126,7 +126,9 @@ impl CounterTable {
             Entry::Vacant(vacant) => {
                 if inner.live_topics.fetch_add(1, Ordering::SeqCst) >= inner.max_topics {
                     inner.live_topics.fetch_sub(1, Ordering::SeqCst);
-                    return Err(JoinError::TooManyTopics { limit: inner.max_topics });
+                    return Err(JoinError::TooManyTopics {
+                        limit: inner.max_topics,
+                    });
                 }
                 let entry = Arc::new(TopicEntry::new(topic.clone(), self.shards()));
                 let presence = self.increment(&entry, shard);
@@ -140,7 +142,11 @@ impl CounterTable {
         entry.slots[shard].count.fetch_add(1, Ordering::SeqCst);
         self.inner.shards[shard].connections.fetch_add(1, Ordering::Relaxed);
         self.inner.mark_changed(entry, shard);
-        Presence { table: Arc::clone(&self.inner), entry: Arc::clone(entry), shard }
+        Presence {
+            table: Arc::clone(&self.inner),
+            entry: Arc::clone(entry),
+            shard,
+        }
     }
 
     /// Whether a join on `topic` would pass the topic limit right now.
@@ -161,7 +167,11 @@ impl CounterTable {
 
     /// Number of live presences over all topics.
     pub fn connections(&self) -> u64 {
-        self.inner.shards.iter().map(|shard| shard.connections.load(Ordering::Relaxed)).sum()
+        self.inner
+            .shards
+            .iter()
+            .map(|shard| shard.connections.load(Ordering::Relaxed))
+            .sum()
     }
 
     /// Every live topic with its count.
@@ -181,9 +191,7 @@ impl CounterTable {
     pub fn drain_changed(&self) -> Vec<(Topic, u64)> {
         let mut seen = HashSet::new();
         for (index, shard) in self.inner.shards.iter().enumerate() {
-            let changed = std::mem::take(
-                &mut *shard.changed.lock().unwrap_or_else(PoisonError::into_inner),
-            );
+            let changed = std::mem::take(&mut *shard.changed.lock().unwrap_or_else(PoisonError::into_inner));
             for entry in changed {
                 entry.slots[index].dirty.store(false, Ordering::SeqCst);
                 seen.insert(entry.topic.clone());
@@ -263,7 +271,10 @@ impl Drop for Presence {
 
 impl std::fmt::Debug for Presence {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Presence").field("topic", &self.entry.topic).field("shard", &self.shard).finish()
+        f.debug_struct("Presence")
+            .field("topic", &self.entry.topic)
+            .field("shard", &self.shard)
+            .finish()
     }
 }
 
@@ -313,7 +324,11 @@ mod tests {
         table.drain_changed();
         assert_eq!(table.topics(), 0);
         assert_eq!(table.inner.topics.len(), 0);
-        assert!(table.inner.topics.capacity() < 10_000, "capacity {}", table.inner.topics.capacity());
+        assert!(
+            table.inner.topics.capacity() < 10_000,
+            "capacity {}",
+            table.inner.topics.capacity()
+        );
         for shard in table.inner.shards.iter() {
             assert!(shard.changed.lock().expect("lock").is_empty());
         }
@@ -324,7 +339,10 @@ mod tests {
         let table = CounterTable::new(1, 2);
         let _a = table.join(&topic("a")).expect("room");
         let _b = table.join(&topic("b")).expect("room");
-        assert_eq!(table.join(&topic("c")).err(), Some(JoinError::TooManyTopics { limit: 2 }));
+        assert_eq!(
+            table.join(&topic("c")).err(),
+            Some(JoinError::TooManyTopics { limit: 2 })
+        );
         assert!(!table.has_room_for(&topic("c")));
         assert!(table.has_room_for(&topic("a")));
         let _a2 = table.join(&topic("a")).expect("existing topic joins");
@@ -432,7 +450,7 @@ mod tests {
                                 ),
                                 Op::Leave { pick } if !held.is_empty() => {
                                     let at = pick as usize % held.len();
-                                    held.swap_remove(at);
+                                    drop(held.swap_remove(at));
                                 }
                                 Op::Leave { .. } => {}
                             }

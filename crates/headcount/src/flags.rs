@@ -18,7 +18,12 @@ pub struct Flags {
     pub grpc: SocketAddr,
 
     /// UDP address for cluster gossip.
-    #[arg(long, env = "HEADCOUNT_GOSSIP", default_value = "127.0.0.1:7946", value_name = "ADDR")]
+    #[arg(
+        long,
+        env = "HEADCOUNT_GOSSIP",
+        default_value = "127.0.0.1:7946",
+        value_name = "ADDR"
+    )]
     pub gossip: SocketAddr,
 
     /// Gossip address other nodes use to reach this one [default: the --gossip address,
@@ -51,7 +56,13 @@ pub struct Flags {
     pub shards: Option<u16>,
 
     /// Shared key; when set, every gossip and sync message is authenticated (HMAC-SHA256).
-    #[arg(long, env = "HEADCOUNT_CLUSTER_SECRET", hide_env_values = true, conflicts_with = "cluster_secret_file", value_name = "SECRET")]
+    #[arg(
+        long,
+        env = "HEADCOUNT_CLUSTER_SECRET",
+        hide_env_values = true,
+        conflicts_with = "cluster_secret_file",
+        value_name = "SECRET"
+    )]
     pub cluster_secret: Option<String>,
 
     /// File holding the shared key (trailing newline ignored).
@@ -71,7 +82,12 @@ pub struct Flags {
     pub max_topics: u64,
 
     /// Comma-separated Origins allowed to open websockets [default: any].
-    #[arg(long, env = "HEADCOUNT_ALLOWED_ORIGINS", value_delimiter = ',', value_name = "ORIGIN,...")]
+    #[arg(
+        long,
+        env = "HEADCOUNT_ALLOWED_ORIGINS",
+        value_delimiter = ',',
+        value_name = "ORIGIN,..."
+    )]
     pub allowed_origins: Vec<String>,
 
     /// Log format.
@@ -120,14 +136,25 @@ mod tests {
         assert_eq!(flags.gossip, "127.0.0.1:7946".parse().expect("addr"));
         assert_eq!(flags.gossip_interval, Duration::from_secs(1));
         assert_eq!(flags.push_interval, Duration::from_secs(1));
-        assert_eq!((flags.max_connections, flags.max_connections_per_ip, flags.max_topics), (1_000_000, 1_000, 100_000));
+        assert_eq!(
+            (flags.max_connections, flags.max_connections_per_ip, flags.max_topics),
+            (1_000_000, 1_000, 100_000)
+        );
         assert_eq!(flags.log_format, LogFormat::Text);
         assert!(flags.seeds.is_empty() && flags.allowed_origins.is_empty());
     }
 
     #[test]
     fn durations_and_lists_parse() {
-        let flags = parse(&["--gossip-interval", "500ms", "--push-interval", "2m", "--seeds", "a:1,b:2"]).expect("parses");
+        let flags = parse(&[
+            "--gossip-interval",
+            "500ms",
+            "--push-interval",
+            "2m",
+            "--seeds",
+            "a:1,b:2",
+        ])
+        .expect("parses");
         assert_eq!(flags.gossip_interval, Duration::from_millis(500));
         assert_eq!(flags.push_interval, Duration::from_secs(120));
         assert_eq!(flags.seeds, vec!["a:1".to_owned(), "b:2".to_owned()]);
@@ -145,7 +172,10 @@ mod tests {
             (&["--node-name", ""][..], "--node-name"),
         ] {
             let error = parse(args).expect_err("refused").to_string();
-            assert!(error.lines().next().is_some_and(|line| line.contains(flag)), "{args:?}: {error}");
+            assert!(
+                error.lines().next().is_some_and(|line| line.contains(flag)),
+                "{args:?}: {error}"
+            );
         }
     }
 

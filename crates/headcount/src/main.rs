@@ -57,9 +57,15 @@ fn init_logging(format: LogFormat) {
 async fn run(flags: Flags) -> anyhow::Result<()> {
     let config = node_config(&flags).await?;
     let listeners = Listeners {
-        http: TcpListener::bind(flags.http).await.with_context(|| format!("--http {}", flags.http))?,
-        grpc: TcpListener::bind(flags.grpc).await.with_context(|| format!("--grpc {}", flags.grpc))?,
-        gossip: UdpSocket::bind(flags.gossip).await.with_context(|| format!("--gossip {}", flags.gossip))?,
+        http: TcpListener::bind(flags.http)
+            .await
+            .with_context(|| format!("--http {}", flags.http))?,
+        grpc: TcpListener::bind(flags.grpc)
+            .await
+            .with_context(|| format!("--grpc {}", flags.grpc))?,
+        gossip: UdpSocket::bind(flags.gossip)
+            .await
+            .with_context(|| format!("--gossip {}", flags.gossip))?,
     };
     let shutdown = CancellationToken::new();
     let node = Node::start(config, listeners, shutdown.clone()).await?;
@@ -79,7 +85,12 @@ async fn node_config(flags: &Flags) -> anyhow::Result<NodeConfig> {
     };
     let mut config = NodeConfig::new(name);
     config.advertise = Some(advertise_addr(flags).await?);
-    config.seeds = flags.seeds.iter().map(|seed| seed.trim().to_owned()).filter(|seed| !seed.is_empty()).collect();
+    config.seeds = flags
+        .seeds
+        .iter()
+        .map(|seed| seed.trim().to_owned())
+        .filter(|seed| !seed.is_empty())
+        .collect();
     config.gossip_interval = flags.gossip_interval;
     config.suspect_timeout = flags.suspect_timeout;
     config.push_interval = flags.push_interval;
@@ -119,18 +130,29 @@ async fn advertise_addr(flags: &Flags) -> anyhow::Result<SocketAddr> {
     if !flags.gossip.ip().is_unspecified() {
         return Ok(flags.gossip);
     }
-    let own = format!("{}:{}", gethostname::gethostname().to_string_lossy(), flags.gossip.port());
+    let own = format!(
+        "{}:{}",
+        gethostname::gethostname().to_string_lossy(),
+        flags.gossip.port()
+    );
     tokio::net::lookup_host(own.as_str())
         .await
         .ok()
         .and_then(|addrs| addrs.filter(|addr| !addr.ip().is_loopback()).find(SocketAddr::is_ipv4))
-        .ok_or_else(|| anyhow!("--gossip {} listens on all interfaces and the host name does not resolve: set --advertise", flags.gossip))
+        .ok_or_else(|| {
+            anyhow!(
+                "--gossip {} listens on all interfaces and the host name does not resolve: set --advertise",
+                flags.gossip
+            )
+        })
 }
 
 fn cluster_secret(flags: &Flags) -> anyhow::Result<Option<Vec<u8>>> {
     let secret = match (&flags.cluster_secret, &flags.cluster_secret_file) {
         (Some(secret), _) => secret.clone().into_bytes(),
-        (None, Some(path)) => std::fs::read(path).with_context(|| format!("--cluster-secret-file {}", path.display()))?,
+        (None, Some(path)) => {
+            std::fs::read(path).with_context(|| format!("--cluster-secret-file {}", path.display()))?
+        }
         (None, None) => return Ok(None),
     };
     let secret = secret.trim_ascii_end().to_vec();

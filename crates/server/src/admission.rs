@@ -47,7 +47,10 @@ impl Admission {
             allowed_origins.map(|origins| origins.into_iter().map(|origin| normalize(&origin)).collect());
         Self {
             allowed_origins,
-            per_ip: Arc::new(IpCounts { salt: rand::random(), counts: DashMap::new() }),
+            per_ip: Arc::new(IpCounts {
+                salt: rand::random(),
+                counts: DashMap::new(),
+            }),
             max_per_ip,
             connections: Arc::new(Semaphore::new(max_connections.min(Semaphore::MAX_PERMITS))),
         }
@@ -65,8 +68,13 @@ impl Admission {
     /// Takes a place for `ip` (429), then one on the node (503).
     pub fn admit(&self, ip: IpAddr) -> Result<Admitted, Refusal> {
         let ip = self.per_ip.acquire(ip, self.max_per_ip).ok_or(Refusal::PerIp)?;
-        let connection = Arc::clone(&self.connections).try_acquire_owned().map_err(|_| Refusal::NodeFull)?;
-        Ok(Admitted { _ip: ip, _connection: connection })
+        let connection = Arc::clone(&self.connections)
+            .try_acquire_owned()
+            .map_err(|_| Refusal::NodeFull)?;
+        Ok(Admitted {
+            _ip: ip,
+            _connection: connection,
+        })
     }
 
     /// Distinct client addresses with open connections.
@@ -111,7 +119,10 @@ impl IpCounts {
             return None;
         }
         *count += 1;
-        Some(IpPermit { counts: Arc::clone(self), key })
+        Some(IpPermit {
+            counts: Arc::clone(self),
+            key,
+        })
     }
 }
 
@@ -123,7 +134,9 @@ struct IpPermit {
 
 impl std::fmt::Debug for IpCounts {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("IpCounts").field("addresses", &self.counts.len()).finish()
+        f.debug_struct("IpCounts")
+            .field("addresses", &self.counts.len())
+            .finish()
     }
 }
 
@@ -152,7 +165,10 @@ mod tests {
         let a = admission.admit(ip("10.0.0.1")).expect("first");
         let _b = admission.admit(ip("10.0.0.1")).expect("second");
         assert_eq!(admission.admit(ip("10.0.0.1")).err(), Some(Refusal::PerIp));
-        assert!(admission.admit(ip("::ffff:10.0.0.1")).is_err(), "v4-mapped v6 is the same client");
+        assert!(
+            admission.admit(ip("::ffff:10.0.0.1")).is_err(),
+            "v4-mapped v6 is the same client"
+        );
         let _other = admission.admit(ip("10.0.0.2")).expect("other ip");
         drop(a);
         assert!(admission.admit(ip("10.0.0.1")).is_ok());
@@ -171,7 +187,10 @@ mod tests {
         let admission = Admission::new(Some(vec!["https://Example.com/".into()]), 1, 1);
         assert!(admission.check_origin(Some("https://example.com")).is_ok());
         assert_eq!(admission.check_origin(Some("https://evil.com")), Err(Refusal::Origin));
-        assert_eq!(admission.check_origin(Some("https://example.com.evil.com")), Err(Refusal::Origin));
+        assert_eq!(
+            admission.check_origin(Some("https://example.com.evil.com")),
+            Err(Refusal::Origin)
+        );
         assert_eq!(admission.check_origin(None), Err(Refusal::Origin));
         assert!(Admission::new(None, 1, 1).check_origin(None).is_ok());
     }

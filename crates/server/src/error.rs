@@ -24,7 +24,11 @@ pub struct ApiError {
 
 impl ApiError {
     fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        Self { status, message: message.into(), retry_after: false }
+        Self {
+            status,
+            message: message.into(),
+            retry_after: false,
+        }
     }
 
     /// 400.
@@ -44,7 +48,10 @@ impl ApiError {
 
     /// 503 with `Retry-After`.
     pub fn unavailable(message: impl Into<String>) -> Self {
-        Self { retry_after: true, ..Self::new(StatusCode::SERVICE_UNAVAILABLE, message) }
+        Self {
+            retry_after: true,
+            ..Self::new(StatusCode::SERVICE_UNAVAILABLE, message)
+        }
     }
 
     /// 500.
@@ -78,7 +85,9 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response = (self.status, Json(json!({ "error": self.message }))).into_response();
         if self.retry_after {
-            response.headers_mut().insert(RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECONDS));
+            response
+                .headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECONDS));
         }
         response
     }

@@ -6,8 +6,8 @@ use std::{pin::Pin, sync::Arc};
 use futures_util::{Stream, StreamExt, stream};
 use headcount_counter::Topic;
 use headcount_proto::v1::{
-    self, GetCountRequest, ListMembersRequest, ListMembersResponse, ListTopicsRequest, ListTopicsResponse,
-    MemberState, TopicTotal, WatchCountRequest, cluster_server, counter_server,
+    self, GetCountRequest, ListMembersRequest, ListMembersResponse, ListTopicsRequest, ListTopicsResponse, MemberState,
+    TopicTotal, WatchCountRequest, cluster_server, counter_server,
 };
 use tokio_stream::wrappers::WatchStream;
 use tokio_util::sync::CancellationToken;
@@ -32,7 +32,12 @@ pub struct CounterApi {
 impl CounterApi {
     /// Serves counts from `query`, watches through `hub`; streams end on `shutdown`.
     pub fn new(query: Query, hub: Arc<Hub>, metrics: NodeMetrics, shutdown: CancellationToken) -> Self {
-        Self { query, hub, metrics, shutdown }
+        Self {
+            query,
+            hub,
+            metrics,
+            shutdown,
+        }
     }
 }
 
@@ -42,7 +47,12 @@ fn topic(name: &str) -> Result<Topic, Status> {
 
 impl From<TopicCount> for v1::TopicCount {
     fn from(count: TopicCount) -> Self {
-        Self { topic: count.topic, count: count.count, local: count.local, nodes: count.nodes }
+        Self {
+            topic: count.topic,
+            count: count.count,
+            local: count.local,
+            nodes: count.nodes,
+        }
     }
 }
 
@@ -57,15 +67,30 @@ impl counter_server::Counter for CounterApi {
 
     async fn list_topics(&self, request: Request<ListTopicsRequest>) -> Result<Response<ListTopicsResponse>, Status> {
         let request = request.into_inner();
-        validate_prefix(&request.prefix).map_err(|_| Status::invalid_argument("invalid prefix: at most 256 bytes, no control characters"))?;
+        validate_prefix(&request.prefix)
+            .map_err(|_| Status::invalid_argument("invalid prefix: at most 256 bytes, no control characters"))?;
         let limit = match usize::try_from(request.limit).unwrap_or(usize::MAX) {
             0 => DEFAULT_LIST_LIMIT,
             limit @ 1..=MAX_LIST_LIMIT => limit,
-            _ => return Err(Status::invalid_argument(format!("limit must be at most {MAX_LIST_LIMIT}"))),
+            _ => {
+                return Err(Status::invalid_argument(format!(
+                    "limit must be at most {MAX_LIST_LIMIT}"
+                )));
+            }
         };
         let list = self.query.list(&request.prefix, limit);
-        let topics = list.topics.into_iter().map(|t| TopicTotal { topic: t.topic, count: t.count }).collect();
-        Ok(Response::new(ListTopicsResponse { total: list.total, topics }))
+        let topics = list
+            .topics
+            .into_iter()
+            .map(|t| TopicTotal {
+                topic: t.topic,
+                count: t.count,
+            })
+            .collect();
+        Ok(Response::new(ListTopicsResponse {
+            total: list.total,
+            topics,
+        }))
     }
 
     type WatchCountStream = CountStream;
@@ -140,6 +165,9 @@ impl cluster_server::Cluster for ClusterApi {
                 stale: member.stale,
             })
             .collect();
-        Ok(Response::new(ListMembersResponse { self_: members.self_name, members: list }))
+        Ok(Response::new(ListMembersResponse {
+            self_: members.self_name,
+            members: list,
+        }))
     }
 }

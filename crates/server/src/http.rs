@@ -68,7 +68,9 @@ async fn counts(
 /// A prefix follows the topic rules, except that it may be empty.
 pub(crate) fn validate_prefix(prefix: &str) -> Result<(), ApiError> {
     if prefix.len() > MAX_TOPIC_BYTES || prefix.chars().any(char::is_control) {
-        return Err(ApiError::bad_request("invalid prefix: at most 256 bytes, no control characters"));
+        return Err(ApiError::bad_request(
+            "invalid prefix: at most 256 bytes, no control characters",
+        ));
     }
     Ok(())
 }
@@ -79,7 +81,9 @@ fn parse_limit(limit: Option<&str>) -> Result<usize, ApiError> {
     };
     match limit.parse::<usize>() {
         Ok(limit @ 1..=MAX_LIST_LIMIT) => Ok(limit),
-        _ => Err(ApiError::bad_request(format!("limit must be a whole number from 1 to {MAX_LIST_LIMIT}"))),
+        _ => Err(ApiError::bad_request(format!(
+            "limit must be a whole number from 1 to {MAX_LIST_LIMIT}"
+        ))),
     }
 }
 
@@ -92,7 +96,14 @@ async fn metrics(State(app): State<Arc<AppState>>) -> Result<Response, ApiError>
         .metrics
         .render(&app.registry, &app.query, &app.hub)
         .map_err(|_| ApiError::internal("metrics could not be encoded"))?;
-    Ok(([(CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text).into_response())
+    Ok((
+        [(
+            CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response())
 }
 
 async fn healthz() -> Json<serde_json::Value> {
@@ -101,7 +112,11 @@ async fn healthz() -> Json<serde_json::Value> {
 
 async fn readyz(State(app): State<Arc<AppState>>) -> Response {
     if app.shutdown.is_cancelled() {
-        return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "shutting down" }))).into_response();
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": "shutting down" })),
+        )
+            .into_response();
     }
     if app.needs_join && !app.query.joined() {
         return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "joining" }))).into_response();
@@ -119,14 +134,21 @@ mod tests {
         assert_eq!(parse_limit(Some("1")), Ok(1));
         assert_eq!(parse_limit(Some("10000")), Ok(10_000));
         for bad in ["0", "10001", "-1", "ten", ""] {
-            assert_eq!(parse_limit(Some(bad)).map_err(|e| e.status()), Err(StatusCode::BAD_REQUEST), "{bad}");
+            assert_eq!(
+                parse_limit(Some(bad)).map_err(|e| e.status()),
+                Err(StatusCode::BAD_REQUEST),
+                "{bad}"
+            );
         }
     }
 
     #[test]
     fn topics_come_from_the_raw_path() {
         let uri: Uri = "/count/%2Fblog%2Fpost-1".parse().expect("uri");
-        assert_eq!(topic_from_path(&uri, "/count/").map(|t| t.to_string()), Ok("/blog/post-1".to_owned()));
+        assert_eq!(
+            topic_from_path(&uri, "/count/").map(|t| t.to_string()),
+            Ok("/blog/post-1".to_owned())
+        );
         let uri: Uri = "/count/".parse().expect("uri");
         assert!(topic_from_path(&uri, "/count/").is_err());
     }

@@ -28,13 +28,41 @@ impl NodeMetrics {
     /// Creates the metrics and registers them in `registry`.
     pub fn register(registry: &mut Registry) -> Self {
         let metrics = Self::default();
-        registry.register("headcount_connections", "Counted websocket connections on this node", metrics.connections.clone());
-        registry.register("headcount_watchers", "Open websocket watch sessions and gRPC watch streams", metrics.watchers.clone());
-        registry.register("headcount_topics", "Topics with live connections on this node", metrics.topics.clone());
-        registry.register("headcount_watched_topics", "Topics with at least one watcher", metrics.watched_topics.clone());
-        registry.register("headcount_cluster_nodes", "Live nodes whose counts are included, this one too", metrics.nodes.clone());
-        registry.register("headcount_sessions_opened", "Websocket sessions opened, by kind", metrics.sessions_opened.clone());
-        registry.register("headcount_connections_refused", "Websocket upgrades refused, by reason", metrics.refused.clone());
+        registry.register(
+            "headcount_connections",
+            "Counted websocket connections on this node",
+            metrics.connections.clone(),
+        );
+        registry.register(
+            "headcount_watchers",
+            "Open websocket watch sessions and gRPC watch streams",
+            metrics.watchers.clone(),
+        );
+        registry.register(
+            "headcount_topics",
+            "Topics with live connections on this node",
+            metrics.topics.clone(),
+        );
+        registry.register(
+            "headcount_watched_topics",
+            "Topics with at least one watcher",
+            metrics.watched_topics.clone(),
+        );
+        registry.register(
+            "headcount_cluster_nodes",
+            "Live nodes whose counts are included, this one too",
+            metrics.nodes.clone(),
+        );
+        registry.register(
+            "headcount_sessions_opened",
+            "Websocket sessions opened, by kind",
+            metrics.sessions_opened.clone(),
+        );
+        registry.register(
+            "headcount_connections_refused",
+            "Websocket upgrades refused, by reason",
+            metrics.refused.clone(),
+        );
         metrics
     }
 
@@ -45,7 +73,8 @@ impl NodeMetrics {
     /// Reads the gauges and encodes the whole registry.
     pub fn render(&self, registry: &Registry, query: &Query, hub: &Hub) -> Result<String, std::fmt::Error> {
         let table = query.table();
-        self.connections.set(i64::try_from(table.connections()).unwrap_or(i64::MAX));
+        self.connections
+            .set(i64::try_from(table.connections()).unwrap_or(i64::MAX));
         self.topics.set(i64::try_from(table.topics()).unwrap_or(i64::MAX));
         self.watched_topics.set(i64::try_from(hub.topics()).unwrap_or(i64::MAX));
         self.nodes.set(i64::from(query.count_nodes()));

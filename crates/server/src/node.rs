@@ -117,7 +117,11 @@ pub struct Node {
 
 impl Node {
     /// Starts every task of a node on `listeners`; all stop on `shutdown`.
-    pub async fn start(config: NodeConfig, listeners: Listeners, shutdown: CancellationToken) -> Result<Self, StartError> {
+    pub async fn start(
+        config: NodeConfig,
+        listeners: Listeners,
+        shutdown: CancellationToken,
+    ) -> Result<Self, StartError> {
         let http_addr = listeners.http.local_addr()?;
         let grpc_addr = listeners.grpc.local_addr()?;
         let gossip_addr = listeners.gossip.local_addr()?;
@@ -137,8 +141,14 @@ impl Node {
             suspect_timeout: config.suspect_timeout,
             secret: config.cluster_secret.clone(),
         };
-        let cluster =
-            Cluster::start(cluster_config, listeners.gossip, table.clone(), &mut registry, &tracker, shutdown.clone());
+        let cluster = Cluster::start(
+            cluster_config,
+            listeners.gossip,
+            table.clone(),
+            &mut registry,
+            &tracker,
+            shutdown.clone(),
+        );
         let query = Query::new(table, cluster.view());
         let metrics = NodeMetrics::register(&mut registry);
         let hub = Arc::new(Hub::default());
@@ -161,11 +171,21 @@ impl Node {
         let push = (Arc::clone(&hub), query.clone(), shutdown.clone());
         tracker.spawn(async move { push.0.run(push.1, config.push_interval, push.2).await });
         tracker.spawn(serve_http(listeners.http, state, shutdown.clone()));
-        let grpc = GrpcParts { query, hub, metrics, sync: cluster.sync_service() };
+        let grpc = GrpcParts {
+            query,
+            hub,
+            metrics,
+            sync: cluster.sync_service(),
+        };
         tracker.spawn(serve_grpc(listeners.grpc, grpc, shutdown));
         tracker.close();
         info!(node = %config.node_name, %http_addr, %grpc_addr, %gossip_addr, %advertise, "node started");
-        Ok(Self { http_addr, grpc_addr, gossip_addr, tracker })
+        Ok(Self {
+            http_addr,
+            grpc_addr,
+            gossip_addr,
+            tracker,
+        })
     }
 
     /// Resolves once every task of the node has ended (after shutdown).
@@ -176,7 +196,9 @@ impl Node {
 
 async fn serve_http(listener: TcpListener, state: Arc<AppState>, shutdown: CancellationToken) {
     let app = http::router(state).into_make_service_with_connect_info::<SocketAddr>();
-    let served = axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await;
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await;
     if let Err(error) = served {
         error!(%error, "http server failed");
     }

@@ -25,7 +25,11 @@ impl Hub {
     /// The returned receiver has seen the current value: it wakes on the next
     /// change only.
     pub fn subscribe(&self, topic: &Topic, current: u64) -> watch::Receiver<u64> {
-        let mut receiver = self.topics.entry(topic.clone()).or_insert_with(|| watch::channel(current).0).subscribe();
+        let mut receiver = self
+            .topics
+            .entry(topic.clone())
+            .or_insert_with(|| watch::channel(current).0)
+            .subscribe();
         receiver.borrow_and_update();
         receiver
     }
@@ -92,7 +96,10 @@ mod tests {
         drop(presence);
         let _again = table.join(&news).expect("room");
         hub.refresh(&query);
-        assert!(!watcher.has_changed().expect("open"), "1 -> 0 -> 1 between refreshes is no change");
+        assert!(
+            !watcher.has_changed().expect("open"),
+            "1 -> 0 -> 1 between refreshes is no change"
+        );
     }
 
     #[test]

@@ -115,8 +115,11 @@ impl Query {
     /// Topics starting with `prefix`, biggest first, at most `limit`.
     pub fn list(&self, prefix: &str, limit: usize) -> TopicList {
         let view = self.view();
-        let mut counts: std::collections::HashMap<Topic, u64> =
-            view.remote_counts().filter(|(topic, _)| topic.starts_with(prefix)).map(|(t, c)| (t.clone(), c)).collect();
+        let mut counts: std::collections::HashMap<Topic, u64> = view
+            .remote_counts()
+            .filter(|(topic, _)| topic.starts_with(prefix))
+            .map(|(t, c)| (t.clone(), c))
+            .collect();
         for (topic, local) in self.table.snapshot() {
             if topic.starts_with(prefix) {
                 *counts.entry(topic).or_default() += local;
@@ -131,7 +134,13 @@ impl Query {
             topics.truncate(limit);
         }
         topics.sort_unstable_by(by_count);
-        let topics = topics.into_iter().map(|(topic, count)| TopicTotal { topic: topic.to_string(), count }).collect();
+        let topics = topics
+            .into_iter()
+            .map(|(topic, count)| TopicTotal {
+                topic: topic.to_string(),
+                count,
+            })
+            .collect();
         TopicList { total, topics }
     }
 
@@ -157,16 +166,19 @@ impl Query {
                 state: member.state,
                 connections: member.connections,
                 topics: member.topics,
-                last_update_ms: member
-                    .last_heard
-                    .map_or(0, |heard| u64::try_from(now.duration_since(heard).as_millis()).unwrap_or(u64::MAX)),
+                last_update_ms: member.last_heard.map_or(0, |heard| {
+                    u64::try_from(now.duration_since(heard).as_millis()).unwrap_or(u64::MAX)
+                }),
                 stale: member.stale,
             })
             .collect();
         others.sort_by(|a, b| (&a.name, &a.addr).cmp(&(&b.name, &b.addr)));
         let mut members = vec![own];
         members.extend(others);
-        Members { self_name: view.self_name.clone(), members }
+        Members {
+            self_name: view.self_name.clone(),
+            members,
+        }
     }
 
     /// Live nodes whose counts are included, this one too.
@@ -210,7 +222,12 @@ mod tests {
         let (query, _held) = query_with(&[]);
         assert_eq!(
             query.count(&topic("nope")),
-            TopicCount { topic: "nope".into(), count: 0, local: 0, nodes: 1 }
+            TopicCount {
+                topic: "nope".into(),
+                count: 0,
+                local: 0,
+                nodes: 1
+            }
         );
     }
 
@@ -223,7 +240,13 @@ mod tests {
         assert_eq!(names, vec![("blog/b", 5), ("blog/a", 2)]);
         assert_eq!(query.list("", 100).total, 18);
         assert_eq!(query.list("", 100).topics.len(), 4);
-        assert_eq!(query.list("zzz", 100), TopicList { total: 0, topics: vec![] });
+        assert_eq!(
+            query.list("zzz", 100),
+            TopicList {
+                total: 0,
+                topics: vec![]
+            }
+        );
     }
 
     #[test]

@@ -57,7 +57,10 @@ pub struct SessionTimings {
 
 impl Default for SessionTimings {
     fn default() -> Self {
-        Self { ping_after: Duration::from_secs(30), idle_timeout: Duration::from_secs(90) }
+        Self {
+            ping_after: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(90),
+        }
     }
 }
 
@@ -79,7 +82,10 @@ pub(crate) async fn handler(
     let watch_only = watch_param(uri.query())?;
     let origin = headers.get(ORIGIN).and_then(|value| value.to_str().ok());
     let refused = |refusal: Refusal| {
-        app.metrics.refused.get_or_create(&[("reason", refusal_label(refusal))]).inc();
+        app.metrics
+            .refused
+            .get_or_create(&[("reason", refusal_label(refusal))])
+            .inc();
         ApiError::from(refusal)
     };
     app.admission.check_origin(origin).map_err(refused)?;
@@ -219,14 +225,20 @@ impl Session {
     }
 
     async fn send_count(&self, socket: &mut WebSocket, count: u64) -> Result<(), axum::Error> {
-        let push = Push { topic: &self.topic, count };
+        let push = Push {
+            topic: &self.topic,
+            count,
+        };
         let text = serde_json::to_string(&push).unwrap_or_default();
         socket.send(Message::Text(text.into())).await
     }
 }
 
 async fn close_gracefully(mut socket: WebSocket, code: u16, reason: &'static str) {
-    let frame = CloseFrame { code, reason: reason.into() };
+    let frame = CloseFrame {
+        code,
+        reason: reason.into(),
+    };
     if socket.send(Message::Close(Some(frame))).await.is_err() {
         return;
     }
