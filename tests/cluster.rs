@@ -43,7 +43,9 @@ async fn connect_n(node: &TestNode, topic: &str, n: usize) -> Vec<Ws> {
 }
 
 async fn metric(node: &TestNode, line_start: &str) -> f64 {
-    let response = reqwest::get(format!("http://{}/metrics", node.http)).await.expect("metrics");
+    let response = reqwest::get(format!("http://{}/metrics", node.http))
+        .await
+        .expect("metrics");
     let text = response.text().await.expect("metrics body");
     text.lines()
         .filter(|line| line.starts_with(line_start))
@@ -72,7 +74,9 @@ async fn every_node_converges_on_the_cluster_wide_count() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_pushes_follow_changes_on_other_nodes() {
     let nodes = cluster(&["a", "b"]).await;
-    let mut watcher = headcount_tests::ws_connect(nodes[0].http, "/ws/live?watch=1").await.expect("watch");
+    let mut watcher = headcount_tests::ws_connect(nodes[0].http, "/ws/live?watch=1")
+        .await
+        .expect("watch");
     assert_eq!(next_count(&mut watcher, CONVERGE).await, Some(0));
     let _remote = connect_n(&nodes[1], "live", 2).await;
     headcount_tests::wait_for_push(&mut watcher, 2, CONVERGE).await;
@@ -93,7 +97,12 @@ async fn a_crashed_node_is_pruned_by_itself() {
     converge(&survivors, "page", 1, PRUNE).await;
     wait_for_members(&survivors, 2, PRUNE).await;
     let (_, cluster) = nodes[0].get("/cluster").await;
-    let c = cluster["members"].as_array().expect("members").iter().find(|m| m["name"] == "c").cloned();
+    let c = cluster["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .find(|m| m["name"] == "c")
+        .cloned();
     assert_eq!(c.map(|m| m["state"].clone()), Some("down".into()), "{cluster}");
 }
 
@@ -148,7 +157,10 @@ async fn a_restart_under_the_same_name_never_double_counts() {
         assert!(tokio::time::Instant::now() < deadline, "a never settled on 2: {seen:?}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(seen.iter().all(|&count| count <= 3), "old and new counts added up: {seen:?}");
+    assert!(
+        seen.iter().all(|&count| count <= 3),
+        "old and new counts added up: {seen:?}"
+    );
     converge(&[a, &restarted], "page", 2, CONVERGE).await;
 }
 
@@ -170,10 +182,14 @@ async fn a_node_with_another_secret_can_neither_join_nor_count() {
 
     // Wait until their announces reached a and were refused, then check
     // that nothing of theirs counts anywhere.
-    eventually(CONVERGE, "a refuses the intruder's and the open node's packets", || async {
-        metric(&nodes[0], "headcount_gossip_dropped_total{reason=\"bad_mac\"}").await >= 2.0
-            && metric(&nodes[0], "headcount_gossip_dropped_total{reason=\"unauthenticated\"}").await >= 2.0
-    })
+    eventually(
+        CONVERGE,
+        "a refuses the intruder's and the open node's packets",
+        || async {
+            metric(&nodes[0], "headcount_gossip_dropped_total{reason=\"bad_mac\"}").await >= 2.0
+                && metric(&nodes[0], "headcount_gossip_dropped_total{reason=\"unauthenticated\"}").await >= 2.0
+        },
+    )
     .await;
     for node in &nodes {
         assert_eq!(node.count("page").await, 1);
@@ -207,7 +223,12 @@ async fn thousands_of_garbage_datagrams_are_survived() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partition_splits_the_counts_and_heals_by_itself() {
-    let links = [GossipLink::new().await, GossipLink::new().await, GossipLink::new().await, GossipLink::new().await];
+    let links = [
+        GossipLink::new().await,
+        GossipLink::new().await,
+        GossipLink::new().await,
+        GossipLink::new().await,
+    ];
     let names = ["a", "b", "c", "d"];
     let mut nodes = Vec::new();
     for (i, name) in names.iter().enumerate() {
@@ -301,4 +322,40 @@ async fn a_late_joiner_and_a_big_burst_are_repaired_by_full_state_pulls() {
     })
     .await;
     assert!(metric(&b, "headcount_cluster_pulls_total{result=\"ok\"}").await >= 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_waits_for_a_peer_unless_the_seeds_name_only_this_node() {
+    let free = UdpSocket::bind("127.0.0.1:0")
+        .await
+        .expect("bind")
+        .local_addr()
+        .expect("addr");
+    let mut waiting = test_config("waiting");
+    waiting.seeds = vec![free.to_string()];
+    let waiting = TestNode::start(waiting).await;
+    let (status, body) = waiting.get("/readyz").await;
+    assert_eq!((status, body["status"].as_str()), (503, Some("joining")));
+
+    let own = UdpSocket::bind("127.0.0.1:0")
+        .await
+        .expect("bind")
+        .local_addr()
+        .expect("addr");
+    let mut alone = test_config("alone");
+    alone.seeds = vec![own.to_string()];
+    let alone = TestNode::start_on(alone, own).await;
+    eventually(CONVERGE, "a node seeded only with itself is ready", || async {
+        alone.get("/readyz").await.0 == 200
+    })
+    .await;
+
+    let mut joiner = test_config("joiner");
+    joiner.seeds = vec![alone.gossip.to_string()];
+    let joiner = TestNode::start(joiner).await;
+    eventually(JOIN, "a node that joined a peer is ready", || async {
+        joiner.get("/readyz").await.0 == 200
+    })
+    .await;
+    assert_eq!(waiting.get("/readyz").await.0, 503, "still no peer at its seed");
 }

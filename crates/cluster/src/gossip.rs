@@ -177,6 +177,8 @@ pub(crate) struct Gossip {
     pulling: HashSet<String>,
     previous_gaps: HashSet<String>,
     down_since: HashMap<SocketAddr, Instant>,
+    /// Every seed resolved to this node itself: it is the cluster.
+    seeded_alone: bool,
     metrics: ClusterMetrics,
     tracker: TaskTracker,
     shutdown: CancellationToken,
@@ -229,6 +231,7 @@ impl Gossip {
             pulling: HashSet::new(),
             previous_gaps: HashSet::new(),
             down_since: HashMap::new(),
+            seeded_alone: false,
             metrics: parts.metrics,
             tracker: parts.tracker,
             shutdown: parts.shutdown,
@@ -309,6 +312,11 @@ impl Gossip {
     /// finds the cluster after it starts and both sides of a healed
     /// partition find each other again.
     fn announce(&mut self, seeds: Vec<SocketAddr>) {
+        let alone = !seeds.is_empty() && seeds.iter().all(|seed| *seed == self.identity.gossip);
+        if alone != self.seeded_alone {
+            self.seeded_alone = alone;
+            self.view_dirty = true;
+        }
         let active: HashSet<SocketAddr> = self.foca.iter_members().map(|member| member.id().gossip).collect();
         let down = self.down_since.keys().copied();
         let targets: HashSet<SocketAddr> = seeds.into_iter().chain(down).collect();
@@ -515,7 +523,7 @@ impl Gossip {
         let view = ClusterView {
             self_name: self.identity.name.clone(),
             self_addr: self.identity.gossip,
-            joined: live > 0,
+            joined: live > 0 || self.seeded_alone,
             members,
             totals: self.state.totals(),
             live_remote: self.state.nodes(),

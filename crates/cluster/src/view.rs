@@ -55,7 +55,8 @@ pub struct ClusterView {
     pub self_name: String,
     /// This node's gossip address.
     pub self_addr: SocketAddr,
-    /// Whether this node has at least one live member besides itself.
+    /// Whether this node has at least one live member besides itself, or
+    /// its seeds name only itself (it is the whole cluster).
     pub joined: bool,
     /// Every remote member known: live ones and recently down ones.
     pub members: Vec<MemberInfo>,
