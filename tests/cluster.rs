@@ -272,9 +272,9 @@ async fn random_churn_across_nodes_ends_with_every_node_agreeing() {
         seed ^= seed << 13;
         seed ^= seed >> 7;
         seed ^= seed << 17;
-        if seed % 3 == 0 && !held.is_empty() {
+        if seed.is_multiple_of(3) && !held.is_empty() {
             let (_, socket) = held.swap_remove((seed as usize / 3) % held.len());
-            if seed % 2 == 0 {
+            if seed.is_multiple_of(2) {
                 close(socket).await;
             } else {
                 drop(socket);

@@ -76,6 +76,7 @@ pub(crate) struct GossipSettings {
 }
 
 /// This node's own counts as published to the cluster.
+#[derive(Default)]
 struct Published {
     seq: u64,
     round: u64,
@@ -565,23 +566,13 @@ mod tests {
     }
 
     fn identity() -> NodeId {
-        NodeId {
-            incarnation: 7,
-            ..NodeId::seed("127.0.0.1:7946".parse().expect("addr"))
-        }
+        NodeId::starting_now("a".into(), "127.0.0.1:7946".parse().expect("addr"), 9090)
     }
 
     #[test]
     fn a_quiet_round_is_one_digest_at_the_current_seq() {
-        let mut published = Published {
-            seq: 0,
-            round: 0,
-            counts: HashMap::new(),
-        };
-        let node = NodeId {
-            name: "a".into(),
-            ..identity()
-        };
+        let mut published = Published::default();
+        let node = identity();
         let first = published.next_round(&node, vec![(topic("x"), 2)]);
         let quiet = published.next_round(&node, Vec::new());
         assert_eq!(first.len(), 1);
@@ -591,15 +582,8 @@ mod tests {
 
     #[test]
     fn a_big_round_splits_into_updates_that_fit_a_packet() {
-        let mut published = Published {
-            seq: 0,
-            round: 0,
-            counts: HashMap::new(),
-        };
-        let node = NodeId {
-            name: "a".into(),
-            ..identity()
-        };
+        let mut published = Published::default();
+        let node = identity();
         let changed: Vec<_> = (0..200)
             .map(|i| (topic(&format!("/a/fairly/long/page/path/{i:04}")), i))
             .collect();
@@ -617,15 +601,8 @@ mod tests {
 
     #[test]
     fn an_oversized_round_is_announced_as_a_gap_for_peers_to_pull() {
-        let mut published = Published {
-            seq: 0,
-            round: 0,
-            counts: HashMap::new(),
-        };
-        let node = NodeId {
-            name: "a".into(),
-            ..identity()
-        };
+        let mut published = Published::default();
+        let node = identity();
         let changed: Vec<_> = (0..5_000).map(|i| (topic(&format!("/page/{i}")), 1)).collect();
         let updates = published.next_round(&node, changed);
         assert_eq!(updates.len(), 1);

@@ -100,7 +100,7 @@ impl counter_server::Counter for CounterApi {
         let first = self.query.count(&topic);
         let changes = WatchStream::from_changes(self.hub.subscribe(&topic, first.count));
         let query = self.query.clone();
-        let watcher = WatchGuard::new(&self.metrics);
+        let watcher = self.metrics.watcher();
         let updates = changes.map(move |count| {
             let _held = &watcher;
             let now = query.count(&topic);
@@ -110,23 +110,6 @@ impl counter_server::Counter for CounterApi {
             .chain(updates)
             .take_until(self.shutdown.clone().cancelled_owned());
         Ok(Response::new(Box::pin(stream)))
-    }
-}
-
-/// Counts an open watch stream in the watchers gauge.
-struct WatchGuard(prometheus_client::metrics::gauge::Gauge);
-
-impl WatchGuard {
-    fn new(metrics: &NodeMetrics) -> Self {
-        let gauge = metrics.watcher_gauge();
-        gauge.inc();
-        Self(gauge)
-    }
-}
-
-impl Drop for WatchGuard {
-    fn drop(&mut self) {
-        self.0.dec();
     }
 }
 

@@ -66,8 +66,11 @@ impl NodeMetrics {
         metrics
     }
 
-    pub(crate) fn watcher_gauge(&self) -> Gauge {
-        self.watchers.clone()
+    /// Counts one watcher (websocket `?watch=1` session or gRPC watch
+    /// stream) until the guard is dropped.
+    pub(crate) fn watcher(&self) -> WatcherGuard {
+        self.watchers.inc();
+        WatcherGuard(self.watchers.clone())
     }
 
     /// Reads the gauges and encodes the whole registry.
@@ -81,5 +84,14 @@ impl NodeMetrics {
         let mut text = String::new();
         encode(&mut text, registry)?;
         Ok(text)
+    }
+}
+
+/// Holds one place in the watchers gauge.
+pub(crate) struct WatcherGuard(Gauge);
+
+impl Drop for WatcherGuard {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }

@@ -18,6 +18,7 @@ use prometheus_client::registry::Registry;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tonic_health::ServingStatus;
 use tracing::{error, info};
 
 use crate::{
@@ -204,6 +205,9 @@ async fn serve_http(listener: TcpListener, state: Arc<AppState>, shutdown: Cance
     }
 }
 
+/// Services reported by gRPC health: the whole server ("") and the public API.
+const HEALTH_SERVICES: [&str; 3] = ["", "headcount.v1.Counter", "headcount.v1.Cluster"];
+
 struct GrpcParts {
     query: Query,
     hub: Arc<Hub>,
@@ -212,16 +216,18 @@ struct GrpcParts {
 }
 
 async fn serve_grpc(listener: TcpListener, parts: GrpcParts, shutdown: CancellationToken) {
-    let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_serving::<CounterServer<CounterApi>>().await;
-    health.set_serving::<ClusterServer<ClusterApi>>().await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(headcount_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1();
-    let reflection = match reflection {
-        Ok(reflection) => reflection,
-        Err(error) => {
+    let (mut health, health_service) = tonic_health::server::health_reporter();
+    for service in HEALTH_SERVICES {
+        health.set_service_status(service, ServingStatus::Serving).await;
+    }
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(headcount_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let (reflection_v1, reflection_v1alpha) = match (reflection().build_v1(), reflection().build_v1alpha()) {
+        (Ok(v1), Ok(v1alpha)) => (v1, v1alpha),
+        (Err(error), _) | (_, Err(error)) => {
             error!(%error, "grpc reflection could not be built");
             return;
         }
@@ -230,14 +236,21 @@ async fn serve_grpc(listener: TcpListener, parts: GrpcParts, shutdown: Cancellat
     let stop = shutdown.clone();
     let served = tonic::transport::Server::builder()
         .add_service(health_service)
-        .add_service(reflection)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
         .add_service(CounterServer::new(counter))
         .add_service(ClusterServer::new(ClusterApi::new(parts.query)))
         .add_service(parts.sync.into_server())
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
             stop.cancelled().await;
-            health.set_not_serving::<CounterServer<CounterApi>>().await;
-            health.set_not_serving::<ClusterServer<ClusterApi>>().await;
+            // Watchers see NOT_SERVING, then their streams end, so open
+            // Health/Watch calls do not hold the graceful shutdown open.
+            for service in HEALTH_SERVICES {
+                health.set_service_status(service, ServingStatus::NotServing).await;
+            }
+            for service in HEALTH_SERVICES {
+                health.clear_service_status(service).await;
+            }
         })
         .await;
     if let Err(error) = served {

@@ -31,6 +31,7 @@ use crate::{
     AppState,
     admission::{Admitted, Refusal},
     error::ApiError,
+    metrics::WatcherGuard,
     query::Query,
 };
 
@@ -107,7 +108,7 @@ pub(crate) async fn handler(
         query: app.query.clone(),
         shutdown: app.shutdown.clone(),
         timings: app.timings,
-        watcher: watch_only.then(|| WatcherGauge::new(&app)),
+        watcher: watch_only.then(|| app.metrics.watcher()),
         _presence: presence,
         _admitted: admitted,
         _tracked: app.tracker.token(),
@@ -143,23 +144,6 @@ fn refusal_label(refusal: Refusal) -> &'static str {
     }
 }
 
-/// Counts a watch-only session in the watchers gauge while it lives.
-struct WatcherGauge(prometheus_client::metrics::gauge::Gauge);
-
-impl WatcherGauge {
-    fn new(app: &AppState) -> Self {
-        let gauge = app.metrics.watcher_gauge();
-        gauge.inc();
-        Self(gauge)
-    }
-}
-
-impl Drop for WatcherGauge {
-    fn drop(&mut self) {
-        self.0.dec();
-    }
-}
-
 /// One admitted websocket, with everything it holds until it ends.
 struct Session {
     topic: Topic,
@@ -167,7 +151,7 @@ struct Session {
     updates: watch::Receiver<u64>,
     shutdown: CancellationToken,
     timings: SessionTimings,
-    watcher: Option<WatcherGauge>,
+    watcher: Option<WatcherGuard>,
     _presence: Option<Presence>,
     _admitted: Admitted,
     _tracked: TaskTrackerToken,
