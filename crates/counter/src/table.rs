@@ -1,32 +1,42 @@
-//! The local counting table: one entry per topic with live presences, each an
-//! array of cache-line-padded atomic slots, one per shard.
+//! The local counting table: per topic, an array of cache-line-padded atomic
+//! slots, one per shard; a connection counts in the slot of its shard.
+//!
+//! The join and leave of a connection touch only memory of their own shard:
+//! the shard's own topic index (a `DashMap` that only that shard's threads
+//! use), the shard's slot of the topic, the slot's `Arc` and the shard's
+//! connection total. So joins and leaves on one hot topic from different
+//! threads never contend on one atomic, lock or cache line. The shared
+//! per-topic map is only taken on a shard's first join of a topic, to read
+//! counts, and to reclaim a topic.
 //!
 //! Invariants:
-//! - A presence increments the slot of the shard it was created on and
-//!   decrements that same slot on drop, so every slot is always `>= 0` and a
-//!   topic's count is the sum of its slots.
-//! - Increments only happen while the topic's map entry is held for reading;
-//!   reclaiming an entry checks that every slot is zero while holding it for
-//!   writing. So an entry is never removed while a join is landing on it, and a
-//!   topic whose count returns to zero leaves the map: memory follows the live
-//!   topics, not the topics ever seen.
-//! - Each slot carries a `dirty` flag. The first change after a drain pushes the
-//!   entry on its shard's changed list; [`CounterTable::drain_changed`] clears
-//!   the flag before it reads the count, so a change is never lost between two
-//!   drains.
+//! - A slot's count is the number of live [`Presence`]s on it, so it is
+//!   never below zero and a topic's count is the sum of its slots.
+//! - Reclaiming a topic happens under the shared map's write lock and only
+//!   if every slot can be swapped from 0 to `RETIRED`. A join through a shard
+//!   index refuses a retired slot and takes the slow path, which waits for
+//!   that lock; so no join ever lands on a reclaimed topic, and memory follows
+//!   the live topics, not the topics ever seen.
+//! - Each slot carries a `dirty` flag. The first change after a drain puts the
+//!   slot on its shard's changed list; [`CounterTable::drain_changed`] clears
+//!   the flag before it reads the count, so no change is lost between drains.
 
 use std::{
     collections::HashSet,
     sync::{
-        Arc, Mutex, PoisonError,
+        Arc, Mutex, PoisonError, Weak,
         atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
     },
 };
 
+use ahash::RandomState;
 use crossbeam_utils::CachePadded;
 use dashmap::{DashMap, mapref::entry::Entry};
 
 use crate::Topic;
+
+/// Marks a slot of a topic being reclaimed; joins must not land on it.
+const RETIRED: u64 = 1 << 63;
 
 /// Why a presence could not be created.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -48,39 +58,85 @@ pub struct CounterTable {
 }
 
 struct Inner {
-    topics: DashMap<Topic, Arc<TopicEntry>>,
-    shards: Box<[CachePadded<ShardState>]>,
+    topics: DashMap<Topic, TopicEntry, RandomState>,
+    shards: Box<[Arc<Shard>]>,
     live_topics: AtomicUsize,
     max_topics: usize,
 }
 
-/// What one shard owns outside the topic entries: its connection total and
-/// the entries that changed on it since the last drain.
-#[derive(Default)]
-struct ShardState {
-    connections: AtomicU64,
-    changed: Mutex<Vec<Arc<TopicEntry>>>,
+/// What one shard owns: its route to its slots, its connection total, and
+/// its slots that changed since the last drain.
+struct Shard {
+    index: DashMap<Topic, Arc<Slot>, RandomState>,
+    connections: CachePadded<AtomicU64>,
+    changed: CachePadded<Mutex<Vec<Arc<Slot>>>>,
 }
 
+/// A topic's slots, one per shard.
 struct TopicEntry {
+    slots: Box<[Arc<Slot>]>,
+}
+
+/// One shard's share of one topic.
+struct Slot {
+    hot: CachePadded<Hot>,
     topic: Topic,
-    slots: Box<[CachePadded<Slot>]>,
+    shard: usize,
+    table: Weak<Inner>,
 }
 
 #[derive(Default)]
-struct Slot {
+struct Hot {
     count: AtomicU64,
     dirty: AtomicBool,
 }
 
-impl TopicEntry {
-    fn new(topic: Topic, shards: usize) -> Self {
-        let slots = (0..shards).map(|_| CachePadded::default()).collect();
-        Self { topic, slots }
+impl Slot {
+    /// Counts one more presence unless the slot is retired.
+    fn try_increment(&self) -> bool {
+        let mut current = self.hot.count.load(Ordering::SeqCst);
+        loop {
+            if current & RETIRED != 0 {
+                return false;
+            }
+            match self
+                .hot
+                .count
+                .compare_exchange_weak(current, current + 1, Ordering::SeqCst, Ordering::SeqCst)
+            {
+                Ok(_) => return true,
+                Err(actual) => current = actual,
+            }
+        }
     }
 
+    fn count(&self) -> u64 {
+        self.hot.count.load(Ordering::SeqCst) & !RETIRED
+    }
+}
+
+impl TopicEntry {
     fn total(&self) -> u64 {
-        self.slots.iter().map(|slot| slot.count.load(Ordering::SeqCst)).sum()
+        self.slots.iter().map(|slot| slot.count()).sum()
+    }
+
+    /// Retires every slot if all are zero; otherwise changes nothing.
+    /// Called under the map's write lock.
+    fn retire_if_empty(&self) -> bool {
+        for (at, slot) in self.slots.iter().enumerate() {
+            if slot
+                .hot
+                .count
+                .compare_exchange(0, RETIRED, Ordering::SeqCst, Ordering::SeqCst)
+                .is_err()
+            {
+                for retired in &self.slots[..at] {
+                    retired.hot.count.store(0, Ordering::SeqCst);
+                }
+                return false;
+            }
+        }
+        true
     }
 }
 
@@ -88,10 +144,18 @@ impl CounterTable {
     /// A table with `shards` stripes (at least one) that accepts at most
     /// `max_topics` distinct live topics.
     pub fn new(shards: usize, max_topics: usize) -> Self {
-        let shards = shards.max(1);
+        let shards = (0..shards.max(1))
+            .map(|_| {
+                Arc::new(Shard {
+                    index: DashMap::with_hasher(RandomState::new()),
+                    connections: CachePadded::default(),
+                    changed: CachePadded::default(),
+                })
+            })
+            .collect();
         let inner = Inner {
-            topics: DashMap::new(),
-            shards: (0..shards).map(|_| CachePadded::default()).collect(),
+            topics: DashMap::with_hasher(RandomState::new()),
+            shards,
             live_topics: AtomicUsize::new(0),
             max_topics,
         };
@@ -114,15 +178,29 @@ impl CounterTable {
     /// Like [`CounterTable::join`] with an explicit shard (taken modulo the
     /// number of shards).
     pub fn join_on_shard(&self, topic: &Topic, shard: usize) -> Result<Presence, JoinError> {
-        let shard = shard % self.shards();
-        let inner = &self.inner;
-        // Fast path: the topic exists. The increment happens under the read
-        // guard so a concurrent reclaim cannot remove the entry under us.
-        if let Some(entry) = inner.topics.get(topic.as_str()) {
-            return Ok(self.increment(entry.value(), shard));
+        let at = shard % self.shards();
+        let shard = &self.inner.shards[at];
+        if let Some(slot) = shard.index.get(topic.as_str())
+            && slot.try_increment()
+        {
+            return Ok(Presence::counted(shard, Arc::clone(&slot)));
         }
+        let slot = self.join_through_map(topic, at)?;
+        shard.index.insert(topic.clone(), Arc::clone(&slot));
+        Ok(Presence::counted(shard, slot))
+    }
+
+    /// The shard's first join of the topic, or its slot was retired: find or
+    /// create the topic under the map's write lock and count there.
+    fn join_through_map(&self, topic: &Topic, at: usize) -> Result<Arc<Slot>, JoinError> {
+        let inner = &self.inner;
         match inner.topics.entry(topic.clone()) {
-            Entry::Occupied(entry) => Ok(self.increment(entry.get(), shard)),
+            Entry::Occupied(entry) => {
+                // Under the write lock no slot of a mapped topic is retired.
+                let slot = Arc::clone(&entry.get().slots[at]);
+                slot.hot.count.fetch_add(1, Ordering::SeqCst);
+                Ok(slot)
+            }
             Entry::Vacant(vacant) => {
                 if inner.live_topics.fetch_add(1, Ordering::SeqCst) >= inner.max_topics {
                     inner.live_topics.fetch_sub(1, Ordering::SeqCst);
@@ -130,22 +208,21 @@ impl CounterTable {
                         limit: inner.max_topics,
                     });
                 }
-                let entry = Arc::new(TopicEntry::new(topic.clone(), self.shards()));
-                let presence = self.increment(&entry, shard);
-                vacant.insert(entry);
-                Ok(presence)
+                let slots: Box<[Arc<Slot>]> = (0..self.shards())
+                    .map(|shard| {
+                        Arc::new(Slot {
+                            hot: CachePadded::default(),
+                            topic: topic.clone(),
+                            shard,
+                            table: Arc::downgrade(&self.inner),
+                        })
+                    })
+                    .collect();
+                let slot = Arc::clone(&slots[at]);
+                slot.hot.count.fetch_add(1, Ordering::SeqCst);
+                vacant.insert(TopicEntry { slots });
+                Ok(slot)
             }
-        }
-    }
-
-    fn increment(&self, entry: &Arc<TopicEntry>, shard: usize) -> Presence {
-        entry.slots[shard].count.fetch_add(1, Ordering::SeqCst);
-        self.inner.shards[shard].connections.fetch_add(1, Ordering::Relaxed);
-        self.inner.mark_changed(entry, shard);
-        Presence {
-            table: Arc::clone(&self.inner),
-            entry: Arc::clone(entry),
-            shard,
         }
     }
 
@@ -190,11 +267,11 @@ impl CounterTable {
     /// current count (0 for a topic that is gone). Each topic appears once.
     pub fn drain_changed(&self) -> Vec<(Topic, u64)> {
         let mut seen = HashSet::new();
-        for (index, shard) in self.inner.shards.iter().enumerate() {
+        for shard in &self.inner.shards {
             let changed = std::mem::take(&mut *shard.changed.lock().unwrap_or_else(PoisonError::into_inner));
-            for entry in changed {
-                entry.slots[index].dirty.store(false, Ordering::SeqCst);
-                seen.insert(entry.topic.clone());
+            for slot in changed {
+                slot.hot.dirty.store(false, Ordering::SeqCst);
+                seen.insert(slot.topic.clone());
             }
         }
         self.inner.shrink_if_sparse();
@@ -207,42 +284,46 @@ impl CounterTable {
     }
 }
 
-impl Inner {
-    fn mark_changed(&self, entry: &Arc<TopicEntry>, shard: usize) {
-        let dirty = &entry.slots[shard].dirty;
+impl Shard {
+    fn mark_changed(&self, slot: &Arc<Slot>) {
+        let dirty = &slot.hot.dirty;
         if !dirty.load(Ordering::SeqCst) && !dirty.swap(true, Ordering::SeqCst) {
-            self.shards[shard]
-                .changed
+            self.changed
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
-                .push(Arc::clone(entry));
+                .push(Arc::clone(slot));
         }
     }
+}
 
-    fn leave(&self, entry: &Arc<TopicEntry>, shard: usize) {
-        let before = entry.slots[shard].count.fetch_sub(1, Ordering::SeqCst);
-        self.shards[shard].connections.fetch_sub(1, Ordering::Relaxed);
-        self.mark_changed(entry, shard);
-        if before == 1 && entry.total() == 0 {
-            self.reclaim(entry);
-        }
-    }
-
-    fn reclaim(&self, entry: &Arc<TopicEntry>) {
-        let removed = self.topics.remove_if(entry.topic.as_str(), |_, current| {
-            Arc::ptr_eq(current, entry) && current.total() == 0
+impl Inner {
+    /// Removes the topic of `slot` if every slot is zero, then its routes.
+    fn reclaim(&self, slot: &Arc<Slot>) {
+        let removed = self.topics.remove_if(slot.topic.as_str(), |_, entry| {
+            Arc::ptr_eq(&entry.slots[slot.shard], slot) && entry.retire_if_empty()
         });
-        if removed.is_some() {
-            self.live_topics.fetch_sub(1, Ordering::SeqCst);
+        let Some((topic, entry)) = removed else {
+            return;
+        };
+        self.live_topics.fetch_sub(1, Ordering::SeqCst);
+        for (shard, retired) in self.shards.iter().zip(entry.slots.iter()) {
+            shard
+                .index
+                .remove_if(topic.as_str(), |_, routed| Arc::ptr_eq(routed, retired));
         }
     }
 
-    /// A burst of topics leaves the map's capacity behind; give it back once
+    /// A burst of topics leaves the maps' capacity behind; give it back once
     /// the live topics are a small fraction of it.
     fn shrink_if_sparse(&self) {
         const SLACK: usize = 4096;
         if self.topics.capacity() > 4 * self.topics.len() + SLACK {
             self.topics.shrink_to_fit();
+        }
+        for shard in &self.shards {
+            if shard.index.capacity() > 4 * shard.index.len() + SLACK {
+                shard.index.shrink_to_fit();
+            }
         }
     }
 }
@@ -251,29 +332,45 @@ impl Inner {
 /// path the connection took to its end.
 #[must_use = "the presence is uncounted as soon as the guard is dropped"]
 pub struct Presence {
-    table: Arc<Inner>,
-    entry: Arc<TopicEntry>,
-    shard: usize,
+    shard: Arc<Shard>,
+    slot: Arc<Slot>,
 }
 
 impl Presence {
+    /// Completes a join whose slot was already incremented.
+    fn counted(shard: &Arc<Shard>, slot: Arc<Slot>) -> Self {
+        shard.connections.fetch_add(1, Ordering::Relaxed);
+        shard.mark_changed(&slot);
+        Self {
+            shard: Arc::clone(shard),
+            slot,
+        }
+    }
+
     /// The topic this presence counts toward.
     pub fn topic(&self) -> &Topic {
-        &self.entry.topic
+        &self.slot.topic
     }
 }
 
 impl Drop for Presence {
     fn drop(&mut self) {
-        self.table.leave(&self.entry, self.shard);
+        let before = self.slot.hot.count.fetch_sub(1, Ordering::SeqCst);
+        self.shard.connections.fetch_sub(1, Ordering::Relaxed);
+        self.shard.mark_changed(&self.slot);
+        if before == 1
+            && let Some(table) = self.slot.table.upgrade()
+        {
+            table.reclaim(&self.slot);
+        }
     }
 }
 
 impl std::fmt::Debug for Presence {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Presence")
-            .field("topic", &self.entry.topic)
-            .field("shard", &self.shard)
+            .field("topic", &self.slot.topic)
+            .field("shard", &self.slot.shard)
             .finish()
     }
 }
@@ -412,6 +509,27 @@ mod tests {
         assert_eq!(table.count("news"), expected as u64);
         drop(held);
         assert_eq!((table.count("news"), table.topics()), (0, 0));
+    }
+
+    #[test]
+    fn joins_racing_reclaims_always_land_on_the_live_topic() {
+        let table = CounterTable::new(3, 100);
+        let hot = topic("hot");
+        std::thread::scope(|scope| {
+            for shard in 0..3 {
+                let (table, hot) = (&table, &hot);
+                scope.spawn(move || {
+                    for _ in 0..30_000 {
+                        let presence = table.join_on_shard(hot, shard).expect("room");
+                        // A join on a topic being reclaimed would be invisible here.
+                        assert!(table.count("hot") >= 1, "a held presence is not counted");
+                        drop(presence);
+                    }
+                });
+            }
+        });
+        assert_eq!((table.count("hot"), table.topics(), table.connections()), (0, 0, 0));
+        assert!(table.inner.shards.iter().all(|shard| shard.index.is_empty()));
     }
 
     #[derive(Debug, Clone)]
