@@ -229,9 +229,15 @@ async fn close_gracefully(mut socket: WebSocket, code: u16, reason: &'static str
     // Wait briefly for the client's close reply so the close handshake
     // completes; a client that never answers is dropped after the grace.
     let _ = tokio::time::timeout(CLOSE_GRACE, async {
-        while let Some(Ok(frame)) = socket.recv().await {
-            if matches!(frame, Message::Close(_)) {
-                break;
+        loop {
+            match socket.recv().await {
+                Some(Ok(Message::Close(_))) => return,
+                Some(Ok(_)) => {}
+                // The stream ended (after a read error, such as an oversized
+                // frame whose rest is still unread). Closing now would make
+                // the kernel reset the connection, and the reset can overtake
+                // the close frame; hold the socket for the grace instead.
+                Some(Err(_)) | None => std::future::pending::<()>().await,
             }
         }
     })
