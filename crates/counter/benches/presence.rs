@@ -3,7 +3,10 @@
 //! `Mutex<HashMap>` design.
 //!
 //! The 2-thread cases report time per pair *per thread*: equal times for 1
-//! and 2 threads mean perfect scaling (2x throughput).
+//! and 2 threads mean perfect scaling (2x throughput). Each bench thread is
+//! pinned to its own core: criterion runs many short samples, and fresh
+//! threads start on their parent's core, so unpinned they often share one
+//! core for a whole sample and the bench would measure the scheduler.
 
 #![allow(missing_docs)]
 
@@ -17,14 +20,19 @@ use std::{
 use criterion::{Criterion, criterion_group, criterion_main};
 use headcount_counter::{CounterTable, Topic};
 
-/// Runs `pair` `iters` times on each of `threads` threads; returns the
-/// slowest thread's time.
+/// Runs `pair` `iters` times on each of `threads` threads, thread `i` pinned
+/// to core `i`; returns the slowest thread's time.
 fn on_threads(threads: usize, iters: u64, pair: &(impl Fn() + Sync)) -> Duration {
     let start = Barrier::new(threads);
+    let cores = core_affinity::get_core_ids().unwrap_or_default();
     std::thread::scope(|scope| {
         let workers: Vec<_> = (0..threads)
-            .map(|_| {
-                scope.spawn(|| {
+            .map(|thread| {
+                let (start, core) = (&start, cores.get(thread % cores.len().max(1)).copied());
+                scope.spawn(move || {
+                    if let Some(core) = core {
+                        core_affinity::set_for_current(core);
+                    }
                     start.wait();
                     let began = Instant::now();
                     for _ in 0..iters {

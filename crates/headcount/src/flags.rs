@@ -44,7 +44,7 @@ pub struct Flags {
     pub gossip_interval: Duration,
 
     /// How long a suspected node may answer before it is declared down.
-    #[arg(long, env = "HEADCOUNT_SUSPECT_TIMEOUT", default_value = "2s", value_parser = parse_interval, value_name = "DURATION")]
+    #[arg(long, env = "HEADCOUNT_SUSPECT_TIMEOUT", default_value = "1500ms", value_parser = parse_interval, value_name = "DURATION")]
     pub suspect_timeout: Duration,
 
     /// The most often a websocket or gRPC watcher is sent a changed count.
@@ -52,7 +52,7 @@ pub struct Flags {
     pub push_interval: Duration,
 
     /// Local counter shards that connections are spread over [default: number of CPUs].
-    #[arg(long, env = "HEADCOUNT_SHARDS", value_parser = clap::value_parser!(u16).range(1..=1024), value_name = "N")]
+    #[arg(long, env = "HEADCOUNT_SHARDS", allow_negative_numbers = true, value_parser = clap::value_parser!(u16).range(1..=1024), value_name = "N")]
     pub shards: Option<u16>,
 
     /// Shared key; when set, every gossip and sync message is authenticated (HMAC-SHA256).
@@ -70,15 +70,15 @@ pub struct Flags {
     pub cluster_secret_file: Option<PathBuf>,
 
     /// Websocket connections this node accepts.
-    #[arg(long, env = "HEADCOUNT_MAX_CONNECTIONS", default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..=100_000_000), value_name = "N")]
+    #[arg(long, env = "HEADCOUNT_MAX_CONNECTIONS", allow_negative_numbers = true, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..=100_000_000), value_name = "N")]
     pub max_connections: u64,
 
     /// Websocket connections per client IP.
-    #[arg(long, env = "HEADCOUNT_MAX_CONNECTIONS_PER_IP", default_value_t = 1_000, value_parser = clap::value_parser!(u32).range(1..), value_name = "N")]
+    #[arg(long, env = "HEADCOUNT_MAX_CONNECTIONS_PER_IP", allow_negative_numbers = true, default_value_t = 1_000, value_parser = clap::value_parser!(u32).range(1..), value_name = "N")]
     pub max_connections_per_ip: u32,
 
     /// Distinct topics with live connections on this node.
-    #[arg(long, env = "HEADCOUNT_MAX_TOPICS", default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..=100_000_000), value_name = "N")]
+    #[arg(long, env = "HEADCOUNT_MAX_TOPICS", allow_negative_numbers = true, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..=100_000_000), value_name = "N")]
     pub max_topics: u64,
 
     /// Comma-separated Origins allowed to open websockets [default: any].

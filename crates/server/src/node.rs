@@ -71,7 +71,7 @@ impl NodeConfig {
             advertise: None,
             seeds: Vec::new(),
             gossip_interval: Duration::from_secs(1),
-            suspect_timeout: Duration::from_secs(2),
+            suspect_timeout: Duration::from_millis(1500),
             push_interval: Duration::from_secs(1),
             shards: std::thread::available_parallelism().map_or(1, usize::from),
             cluster_secret: None,
