@@ -5,7 +5,10 @@
 //! only bumps a channel when the count changed, so a watcher is woken at most
 //! once per interval and only for a change, and idle watchers cost no timer.
 
-use std::time::Duration;
+use std::{
+    sync::atomic::{AtomicBool, Ordering},
+    time::Duration,
+};
 
 use dashmap::DashMap;
 use headcount_counter::Topic;
@@ -15,23 +18,36 @@ use tokio_util::sync::CancellationToken;
 use crate::query::Query;
 
 /// Per-topic channels of cluster-wide counts.
+///
+/// Closing the hub (on shutdown) drops every sender: each watcher's
+/// `changed()` then fails, which is how sessions learn that the node is
+/// going away.
 #[derive(Default)]
 pub struct Hub {
     topics: DashMap<Topic, watch::Sender<u64>>,
+    closed: AtomicBool,
 }
 
 impl Hub {
     /// Watches `topic`; `current` seeds a channel the topic does not have yet.
     /// The returned receiver has seen the current value: it wakes on the next
-    /// change only.
+    /// change only, or fails at once if the hub is closed.
     pub fn subscribe(&self, topic: &Topic, current: u64) -> watch::Receiver<u64> {
-        let mut receiver = self
-            .topics
-            .entry(topic.clone())
-            .or_insert_with(|| watch::channel(current).0)
-            .subscribe();
+        let entry = self.topics.entry(topic.clone());
+        // Checked under the entry's lock: `close` sets the flag before it
+        // clears, so a channel is either cleared or never created.
+        if self.closed.load(Ordering::SeqCst) {
+            return watch::channel(current).1;
+        }
+        let mut receiver = entry.or_insert_with(|| watch::channel(current).0).subscribe();
         receiver.borrow_and_update();
         receiver
+    }
+
+    /// Ends every watch: current and future receivers see the channel closed.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        self.topics.clear();
     }
 
     /// Topics with at least one watcher channel.
@@ -61,10 +77,11 @@ impl Hub {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                () = shutdown.cancelled() => return,
+                () = shutdown.cancelled() => break,
                 _ = tick.tick() => self.refresh(&query),
             }
         }
+        self.close();
     }
 }
 
@@ -100,6 +117,21 @@ mod tests {
             !watcher.has_changed().expect("open"),
             "1 -> 0 -> 1 between refreshes is no change"
         );
+    }
+
+    #[test]
+    fn closing_ends_current_and_later_watchers() {
+        let (hub, _query, _table) = setup();
+        let news = Topic::new("news").expect("valid");
+        let before = hub.subscribe(&news, 0);
+        hub.close();
+        let after = hub.subscribe(&news, 0);
+        assert!(before.has_changed().is_err(), "an open watcher sees the close");
+        assert!(
+            after.has_changed().is_err(),
+            "a watcher after the close is closed at once"
+        );
+        assert_eq!(hub.topics(), 0);
     }
 
     #[test]

@@ -25,14 +25,13 @@ use axum::{
 use headcount_counter::{Presence, Topic};
 use serde::Serialize;
 use tokio::{sync::watch, time::Instant};
-use tokio_util::{sync::CancellationToken, task::task_tracker::TaskTrackerToken};
+use tokio_util::task::task_tracker::TaskTrackerToken;
 
 use crate::{
     AppState,
     admission::{Admitted, Refusal},
     error::ApiError,
     metrics::WatcherGuard,
-    query::Query,
 };
 
 /// Largest data frame a client may send; a larger one closes with 1009.
@@ -105,13 +104,11 @@ pub(crate) async fn handler(
     let session = Session {
         updates: app.hub.subscribe(&topic, app.query.count(&topic).count),
         topic,
-        query: app.query.clone(),
-        shutdown: app.shutdown.clone(),
-        timings: app.timings,
-        watcher: watch_only.then(|| app.metrics.watcher()),
+        _watcher: watch_only.then(|| app.metrics.watcher()),
         _presence: presence,
         _admitted: admitted,
         _tracked: app.tracker.token(),
+        app: Arc::clone(&app),
     };
     Ok(upgrade
         .read_buffer_size(READ_BUFFER)
@@ -145,13 +142,17 @@ fn refusal_label(refusal: Refusal) -> &'static str {
 }
 
 /// One admitted websocket, with everything it holds until it ends.
+///
+/// Idle sessions are the common case, so the session future is kept small:
+/// node-wide settings come through one `Arc`, shutdown arrives as the close
+/// of the topic's channel (no per-session cancellation future), and the
+/// rarely run send and close steps are boxed instead of being laid out in
+/// every session's state.
 struct Session {
+    app: Arc<AppState>,
     topic: Topic,
-    query: Query,
     updates: watch::Receiver<u64>,
-    shutdown: CancellationToken,
-    timings: SessionTimings,
-    watcher: Option<WatcherGuard>,
+    _watcher: Option<WatcherGuard>,
     _presence: Option<Presence>,
     _admitted: Admitted,
     _tracked: TaskTrackerToken,
@@ -159,66 +160,69 @@ struct Session {
 
 impl Session {
     async fn run(mut self, mut socket: WebSocket) {
-        let mut last_sent = self.query.count(&self.topic).count;
-        if self.send_count(&mut socket, last_sent).await.is_err() {
-            return;
+        if let Some((code, reason)) = self.serve(&mut socket).await {
+            Box::pin(close_gracefully(&mut socket, code, reason)).await;
+        }
+    }
+
+    /// Serves until the session must end; returns the close frame to send,
+    /// if any.
+    async fn serve(&mut self, socket: &mut WebSocket) -> Option<(u16, &'static str)> {
+        let timings = self.app.timings;
+        let mut last_sent = self.app.query.count(&self.topic).count;
+        if send_count(socket, &self.topic, last_sent).await.is_err() {
+            return None;
         }
         let mut last_heard = Instant::now();
-        let idle = tokio::time::sleep_until(last_heard + self.timings.ping_after);
+        let idle = tokio::time::sleep_until(last_heard + timings.ping_after);
         tokio::pin!(idle);
-        let close = loop {
+        loop {
             tokio::select! {
                 biased;
-                () = self.shutdown.cancelled() => break Some((CLOSE_GOING_AWAY, "server shutting down")),
                 frame = socket.recv() => match frame {
-                    None | Some(Ok(Message::Close(_))) => break None,
+                    None | Some(Ok(Message::Close(_))) => return None,
                     Some(Ok(_)) => {
                         last_heard = Instant::now();
-                        idle.as_mut().reset(last_heard + self.timings.ping_after);
+                        idle.as_mut().reset(last_heard + timings.ping_after);
                     }
-                    Some(Err(error)) => break is_too_big(&error).then_some((CLOSE_TOO_BIG, "frame too big")),
+                    Some(Err(error)) => return is_too_big(&error).then_some((CLOSE_TOO_BIG, "frame too big")),
                 },
                 changed = self.updates.changed() => {
+                    // The hub closes every channel when the node shuts down.
                     if changed.is_err() {
-                        break Some((CLOSE_GOING_AWAY, "server shutting down"));
+                        return Some((CLOSE_GOING_AWAY, "server shutting down"));
                     }
                     let count = *self.updates.borrow_and_update();
                     if count != last_sent {
                         last_sent = count;
-                        if self.send_count(&mut socket, count).await.is_err() {
-                            break None;
+                        if send_count(socket, &self.topic, count).await.is_err() {
+                            return None;
                         }
                     }
                 }
                 () = &mut idle => {
-                    if last_heard.elapsed() >= self.timings.idle_timeout {
-                        break Some((CLOSE_NORMAL, "idle timeout"));
+                    if last_heard.elapsed() >= timings.idle_timeout {
+                        return Some((CLOSE_NORMAL, "idle timeout"));
                     }
-                    if socket.send(Message::Ping(Default::default())).await.is_err() {
-                        break None;
+                    if Box::pin(socket.send(Message::Ping(Default::default()))).await.is_err() {
+                        return None;
                     }
-                    let next = (Instant::now() + self.timings.ping_after).min(last_heard + self.timings.idle_timeout);
+                    let next = (Instant::now() + timings.ping_after).min(last_heard + timings.idle_timeout);
                     idle.as_mut().reset(next);
                 }
             }
-        };
-        if let Some((code, reason)) = close {
-            close_gracefully(socket, code, reason).await;
         }
-        drop(self.watcher.take());
-    }
-
-    async fn send_count(&self, socket: &mut WebSocket, count: u64) -> Result<(), axum::Error> {
-        let push = Push {
-            topic: &self.topic,
-            count,
-        };
-        let text = serde_json::to_string(&push).unwrap_or_default();
-        socket.send(Message::Text(text.into())).await
     }
 }
 
-async fn close_gracefully(mut socket: WebSocket, code: u16, reason: &'static str) {
+/// Sends `{"topic":…,"count":N}`; boxed, so its state is not part of every
+/// idle session.
+async fn send_count(socket: &mut WebSocket, topic: &Topic, count: u64) -> Result<(), axum::Error> {
+    let text = serde_json::to_string(&Push { topic, count }).unwrap_or_default();
+    Box::pin(socket.send(Message::Text(text.into()))).await
+}
+
+async fn close_gracefully(socket: &mut WebSocket, code: u16, reason: &'static str) {
     let frame = CloseFrame {
         code,
         reason: reason.into(),
