@@ -427,7 +427,8 @@ impl Gossip {
         let now = Instant::now();
         let mut carried_counts = false;
         for update in updates {
-            carried_counts |= !update.counts.is_empty();
+            let digest = update.counts.is_empty();
+            carried_counts |= !digest;
             let outcome = self.state.apply_update(&update, now);
             let label = match outcome {
                 Outcome::Changed => "changed",
@@ -437,6 +438,13 @@ impl Gossip {
             };
             self.metrics.updates.get_or_create(&[("outcome", label)]).inc();
             self.view_dirty |= outcome == Outcome::Changed;
+            // A digest comes after every update of its sender's round, so a
+            // gap it reveals is real (lost updates, or a burst the sender
+            // left to repair): pull now. Gaps seen between updates may only
+            // be reordering; `on_round` pulls those if they persist.
+            if digest && self.state.node(&update.name).is_some_and(|node| node.gap) {
+                self.pull(&update.name);
+            }
         }
         carried_counts
     }
