@@ -94,7 +94,15 @@ impl TestNode {
             runtime.shutdown_background();
         });
         let (http, grpc, gossip) = ready_rx.await.expect("node reports its addresses");
-        Self { name, http, grpc, gossip, shutdown, kill, thread: Some(thread) }
+        Self {
+            name,
+            http,
+            grpc,
+            gossip,
+            shutdown,
+            kill,
+            thread: Some(thread),
+        }
     }
 
     /// Graceful shutdown (as on SIGTERM); returns once every task ended.
@@ -117,7 +125,10 @@ impl TestNode {
 
     async fn join(&mut self) {
         if let Some(thread) = self.thread.take() {
-            tokio::task::spawn_blocking(move || thread.join()).await.expect("join").expect("node thread");
+            tokio::task::spawn_blocking(move || thread.join())
+                .await
+                .expect("join")
+                .expect("node thread");
         }
     }
 
@@ -135,7 +146,9 @@ impl TestNode {
 
     /// Opens a counted websocket on `topic`.
     pub async fn connect(&self, topic: &str) -> Ws {
-        ws_connect(self.http, &format!("/ws/{topic}")).await.expect("websocket upgrade")
+        ws_connect(self.http, &format!("/ws/{topic}"))
+            .await
+            .expect("websocket upgrade")
     }
 }
 
@@ -147,7 +160,9 @@ impl Drop for TestNode {
 
 /// `GET path` on `addr`: status and JSON body (`null` when not JSON).
 pub async fn get_json(addr: SocketAddr, path: &str) -> (u16, serde_json::Value) {
-    let response = reqwest::get(format!("http://{addr}{path}")).await.expect("http request");
+    let response = reqwest::get(format!("http://{addr}{path}"))
+        .await
+        .expect("http request");
     let status = response.status().as_u16();
     let text = response.text().await.expect("body");
     (status, serde_json::from_str(&text).unwrap_or(serde_json::Value::Null))
@@ -274,7 +289,12 @@ impl GossipLink {
                 }
             }
         });
-        Self { front, target, blocked, stop }
+        Self {
+            front,
+            target,
+            blocked,
+            stop,
+        }
     }
 
     /// Forwards to the node's real gossip socket.
@@ -284,7 +304,10 @@ impl GossipLink {
 
     /// Drops datagrams sent from `gossip` (another node's real socket).
     pub fn cut(&self, gossip: SocketAddr) {
-        self.blocked.lock().unwrap_or_else(PoisonError::into_inner).insert(gossip);
+        self.blocked
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(gossip);
     }
 
     /// Forwards everything again.
