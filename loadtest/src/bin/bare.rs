@@ -1,0 +1,132 @@
+//! `headcount-bare`: the floor headcount is measured against.
+//!
+//! A minimal axum websocket server with exactly headcount's per-connection
+//! settings (1 KiB read buffer, eager writes, 64 KiB write cap, 1 KiB frames,
+//! the same routes and connect-info service) that sends one small count frame
+//! on connect, like headcount, and then only reads until the client leaves.
+//! No counting, no gossip, no pushes: whatever headcount costs beyond this is
+//! what headcount itself adds. `GET /count/{topic}` answers a constant-shape
+//! JSON without looking anything up, so the same request loop measured here
+//! gives the HTTP latency floor of this machine.
+
+use std::{net::SocketAddr, process::ExitCode};
+
+use axum::{
+    Json, Router,
+    extract::ws::{Message, WebSocket, WebSocketUpgrade},
+    http::Uri,
+    response::Response,
+    routing::get,
+};
+use clap::Parser;
+use serde::Serialize;
+
+/// The bare baseline websocket server.
+#[derive(Debug, Parser)]
+#[command(name = "headcount-bare", version, about)]
+struct Flags {
+    /// HTTP + websocket listen address.
+    #[arg(long, default_value = "127.0.0.1:8090")]
+    http: SocketAddr,
+}
+
+const READ_BUFFER: usize = 1024;
+const MAX_WRITE_BUFFER: usize = 64 * 1024;
+const MAX_CLIENT_FRAME: usize = 1024;
+
+#[derive(Serialize)]
+struct Push<'a> {
+    topic: &'a str,
+    count: u64,
+}
+
+#[derive(Serialize)]
+struct TopicCount<'a> {
+    topic: &'a str,
+    count: u64,
+    local: u64,
+    nodes: u32,
+}
+
+fn topic_of<'a>(uri: &'a Uri, prefix: &str) -> &'a str {
+    uri.path().strip_prefix(prefix).unwrap_or_default()
+}
+
+async fn ws(uri: Uri, upgrade: WebSocketUpgrade) -> Response {
+    let topic = topic_of(&uri, "/ws/").to_owned();
+    upgrade
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(0)
+        .max_write_buffer_size(MAX_WRITE_BUFFER)
+        .max_message_size(MAX_CLIENT_FRAME)
+        .max_frame_size(MAX_CLIENT_FRAME)
+        .on_upgrade(move |socket| session(socket, topic))
+}
+
+async fn session(mut socket: WebSocket, topic: String) {
+    let text = serde_json::to_string(&Push {
+        topic: &topic,
+        count: 1,
+    })
+    .unwrap_or_default();
+    drop(topic);
+    if socket.send(Message::Text(text.into())).await.is_err() {
+        return;
+    }
+    while let Some(Ok(frame)) = socket.recv().await {
+        if matches!(frame, Message::Close(_)) {
+            break;
+        }
+    }
+}
+
+async fn count(uri: Uri) -> Json<serde_json::Value> {
+    let answer = TopicCount {
+        topic: topic_of(&uri, "/count/"),
+        count: 0,
+        local: 0,
+        nodes: 1,
+    };
+    Json(serde_json::to_value(answer).unwrap_or_default())
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+fn app() -> Router {
+    Router::new()
+        .route("/ws/{*topic}", get(ws))
+        .route("/count/{*topic}", get(count))
+        .route("/healthz", get(healthz))
+}
+
+async fn serve(flags: Flags) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(flags.http).await?;
+    let service = app().into_make_service_with_connect_info::<SocketAddr>();
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        served = axum::serve(listener, service) => served?,
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let flags = Flags::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(flags)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: --http: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,303 @@
+//! `converge`: how long after a client joins on one node every node counts it.
+//!
+//! A trial joins a fresh topic on one node (round-robin over the nodes) and
+//! waits until every node reports count 1 for it, then leaves and waits until
+//! every node reports 0. The clock starts before the TCP connect and stops
+//! when the response that showed the new count arrived, so the figures are
+//! upper bounds (by at most one poll interval plus one request).
+//!
+//! Watching is done by one poller per node that reads the run's whole prefix
+//! (`/counts?prefix=…`) every `--poll`: polling `/count` per trial per node
+//! would cost trials × nodes requests every few milliseconds and slow the
+//! very gossip being measured. Both endpoints read the same snapshot of the
+//! node's cluster view; after each join converges, every node's `/count` is
+//! checked once, and any disagreement is reported as `count_mismatches`.
+//! Trials join, and later leave, at a random offset within one gossip
+//! interval, so both instants are uniform relative to the nodes' gossip ticks.
+
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use clap::Args;
+use rand::{RngExt, SeedableRng, rngs::SmallRng};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    Report,
+    api::Api,
+    client,
+    stats::{Latency, LatencySummary},
+    topics::{Sources, loopback_addr},
+};
+
+/// Flags of `converge`.
+#[derive(Debug, Clone, Args)]
+pub struct ConvergeArgs {
+    /// HTTP addresses of every node of the cluster, comma-separated.
+    #[arg(long, value_delimiter = ',', required = true, value_parser = loopback_addr)]
+    pub nodes: Vec<SocketAddr>,
+    /// Client source addresses.
+    #[arg(long, default_value = "127.0.0.2-5")]
+    pub sources: Sources,
+    /// Number of trials.
+    #[arg(long, default_value_t = 50)]
+    pub trials: usize,
+    /// Trials in flight at once.
+    #[arg(long, default_value_t = 8)]
+    pub concurrency: usize,
+    /// The cluster's gossip interval X (trial starts are spread over it).
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    pub interval: Duration,
+    /// How often each node is polled.
+    #[arg(long, default_value = "5ms", value_parser = humantime::parse_duration)]
+    pub poll: Duration,
+    /// A trial that has not converged after this long counts as failed.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+}
+
+/// What `converge` measured.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ConvergeReport {
+    /// Always `converge`.
+    pub mode: String,
+    /// Nodes in the cluster.
+    pub nodes: usize,
+    /// The gossip interval X, milliseconds.
+    pub interval_ms: f64,
+    /// Poll interval, milliseconds.
+    pub poll_ms: f64,
+    /// Trials run.
+    pub trials: usize,
+    /// Trials whose join never converged (or whose join failed).
+    pub join_failures: usize,
+    /// Trials whose leave never converged.
+    pub leave_failures: usize,
+    /// Node answers to `/count` that disagreed after convergence (count,
+    /// local or nodes not as expected).
+    pub count_mismatches: usize,
+    /// First frames whose count was not 1 on a fresh topic.
+    pub first_frame_mismatches: usize,
+    /// Counts other than 0 or 1 seen for a trial topic.
+    pub anomalies: usize,
+    /// Join until every node counts it.
+    pub join: LatencySummary,
+    /// Leave until every node has dropped it.
+    pub leave: LatencySummary,
+    /// Per trial: join convergence ms, -1 when it failed.
+    pub join_samples_ms: Vec<f64>,
+}
+
+impl Report for ConvergeReport {
+    fn summary(&self) -> String {
+        format!(
+            "converge: {} nodes, X = {:.0} ms, {} trials: join {}, leave {} ({} join / {} leave failures, {} /count mismatches, {} first-frame mismatches, {} anomalies)",
+            self.nodes,
+            self.interval_ms,
+            self.trials,
+            self.join.short(),
+            self.leave.short(),
+            self.join_failures,
+            self.leave_failures,
+            self.count_mismatches,
+            self.first_frame_mismatches,
+            self.anomalies,
+        )
+    }
+}
+
+/// What one poll of one node saw.
+#[derive(Clone)]
+struct Seen {
+    at: Instant,
+    counts: Arc<HashMap<String, u64>>,
+}
+
+async fn poll_node(
+    api: Api,
+    node: SocketAddr,
+    prefix: String,
+    every: Duration,
+    tx: watch::Sender<Seen>,
+    stop: CancellationToken,
+) {
+    while !stop.is_cancelled() {
+        let sent = Instant::now();
+        if let Ok(listing) = api.counts(node, &prefix, 10_000).await {
+            let counts = listing
+                .topics
+                .into_iter()
+                .map(|listed| (listed.topic, listed.count))
+                .collect();
+            tx.send_replace(Seen {
+                at: Instant::now(),
+                counts: Arc::new(counts),
+            });
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep_until((sent + every).into()) => {}
+        }
+    }
+}
+
+/// Waits until every node shows `topic` at `want`; returns when the last
+/// node's showing response arrived and whether an unexpected count was seen.
+async fn wait_all(
+    views: &[watch::Receiver<Seen>],
+    topic: &str,
+    want: u64,
+    timeout: Duration,
+) -> (Option<Instant>, bool) {
+    let mut last = None;
+    let mut anomaly = false;
+    let deadline = tokio::time::Instant::now() + timeout;
+    for view in views {
+        let mut view = view.clone();
+        let waited = tokio::time::timeout_at(
+            deadline,
+            view.wait_for(|seen| {
+                let count = seen.counts.get(topic).copied().unwrap_or(0);
+                anomaly |= count > 1;
+                count == want
+            }),
+        )
+        .await;
+        match waited {
+            Ok(Ok(seen)) => last = Some(last.map_or(seen.at, |prev: Instant| prev.max(seen.at))),
+            _ => return (None, anomaly),
+        }
+    }
+    (last, anomaly)
+}
+
+#[derive(Default)]
+struct Tally {
+    join: Latency,
+    leave: Latency,
+    join_failures: usize,
+    leave_failures: usize,
+    mismatches: usize,
+    first_frame_mismatches: usize,
+    anomalies: usize,
+    samples: Vec<f64>,
+}
+
+/// Runs `converge`.
+pub async fn run(args: ConvergeArgs) -> anyhow::Result<ConvergeReport> {
+    let api = Api::new(Duration::from_secs(5))?;
+    let run_id: u32 = rand::rng().random_range(0..u32::MAX);
+    let prefix = format!("converge/{run_id:08x}/");
+    let stop = CancellationToken::new();
+    let mut views = Vec::new();
+    let mut pollers = tokio::task::JoinSet::new();
+    for &node in &args.nodes {
+        let (tx, rx) = watch::channel(Seen {
+            at: Instant::now(),
+            counts: Arc::default(),
+        });
+        pollers.spawn(poll_node(
+            Api::single_connection(Duration::from_secs(5))?,
+            node,
+            prefix.clone(),
+            args.poll,
+            tx,
+            stop.clone(),
+        ));
+        views.push(rx);
+    }
+
+    let workers = args.concurrency.clamp(1, args.trials.max(1));
+    let mut set = tokio::task::JoinSet::new();
+    for worker in 0..workers {
+        let (args, api, views, prefix) = (args.clone(), api.clone(), views.clone(), prefix.clone());
+        set.spawn(async move {
+            let mut rng = SmallRng::seed_from_u64(u64::from(run_id) ^ worker as u64);
+            let mut tally = Tally::default();
+            for trial in (worker..args.trials).step_by(workers) {
+                let stagger = args.interval.mul_f64(rng.random_range(0.0..1.0));
+                tokio::time::sleep(stagger).await;
+                let topic = format!("{prefix}{trial}");
+                let entry = args.nodes[trial % args.nodes.len()];
+                let source = (!args.sources.0.is_empty()).then(|| args.sources.0[trial % args.sources.0.len()]);
+                let joined_at = Instant::now();
+                let Ok(joined) = client::join(entry, source, &topic, args.timeout).await else {
+                    tally.join_failures += 1;
+                    tally.samples.push(-1.0);
+                    continue;
+                };
+                let (seen, anomaly) = wait_all(&views, &topic, 1, args.timeout).await;
+                tally.anomalies += usize::from(anomaly);
+                match seen {
+                    Some(at) => {
+                        let took = at.saturating_duration_since(joined_at);
+                        tally.join.record(took);
+                        tally.samples.push(took.as_secs_f64() * 1000.0);
+                    }
+                    None => {
+                        tally.join_failures += 1;
+                        tally.samples.push(-1.0);
+                    }
+                }
+                tally.first_frame_mismatches += usize::from(joined.count != 1);
+                for &node in &args.nodes {
+                    let local = u64::from(node == entry);
+                    match api.count(node, &topic).await {
+                        Ok(count)
+                            if count.count == 1 && count.local == local && count.nodes as usize == args.nodes.len() => {
+                        }
+                        _ => tally.mismatches += 1,
+                    }
+                }
+                // Joins converge just after a gossip tick; leaving at once
+                // would always leave at the same phase of the tick.
+                let stagger = args.interval.mul_f64(rng.random_range(0.0..1.0));
+                tokio::time::sleep(stagger).await;
+                let left_at = Instant::now();
+                client::leave(joined.ws, Duration::from_secs(2)).await;
+                let (seen, anomaly) = wait_all(&views, &topic, 0, args.timeout).await;
+                tally.anomalies += usize::from(anomaly);
+                match seen {
+                    Some(at) => tally.leave.record(at.saturating_duration_since(left_at)),
+                    None => tally.leave_failures += 1,
+                }
+            }
+            tally
+        });
+    }
+    let mut total = Tally::default();
+    while let Some(done) = set.join_next().await {
+        let done = done?;
+        total.join.merge(&done.join);
+        total.leave.merge(&done.leave);
+        total.join_failures += done.join_failures;
+        total.leave_failures += done.leave_failures;
+        total.mismatches += done.mismatches;
+        total.first_frame_mismatches += done.first_frame_mismatches;
+        total.anomalies += done.anomalies;
+        total.samples.extend(done.samples);
+    }
+    stop.cancel();
+    while pollers.join_next().await.is_some() {}
+    Ok(ConvergeReport {
+        mode: "converge".into(),
+        nodes: args.nodes.len(),
+        interval_ms: args.interval.as_secs_f64() * 1000.0,
+        poll_ms: args.poll.as_secs_f64() * 1000.0,
+        trials: args.trials,
+        join_failures: total.join_failures,
+        leave_failures: total.leave_failures,
+        count_mismatches: total.mismatches,
+        first_frame_mismatches: total.first_frame_mismatches,
+        anomalies: total.anomalies,
+        join: total.join.summary(),
+        leave: total.leave.summary(),
+        join_samples_ms: total.samples,
+    })
+}

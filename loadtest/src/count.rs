@@ -1,0 +1,194 @@
+//! `count`: `GET /count/{topic}` latency while the node is under load.
+//!
+//! Requests are paced (open-loop, `--rate` per second over `--connections`
+//! keep-alive connections) rather than fired back to back, because the
+//! question is how long a reader waits at a realistic rate, not how many
+//! requests two shared cores can squeeze through. Latency is measured from
+//! sending the request to having the whole body; tokio's timer has 1 ms
+//! granularity, so measuring from the scheduled start would add up to 1 ms of
+//! the load generator's own lateness to every sample. Requests that start
+//! more than 5 ms late are counted instead, to show when the load generator
+//! itself could not keep the pace.
+
+use std::{
+    collections::BTreeMap,
+    time::{Duration, Instant},
+};
+
+use clap::Args;
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    Report,
+    api::Api,
+    stats::{Latency, LatencySummary},
+    topics::{TopicArgs, loopback_addr},
+};
+
+/// Flags of `count`.
+#[derive(Debug, Clone, Args)]
+pub struct CountArgs {
+    /// HTTP addresses of the nodes to query, comma-separated.
+    #[arg(long, value_delimiter = ',', required = true, value_parser = loopback_addr)]
+    pub targets: Vec<std::net::SocketAddr>,
+    #[command(flatten)]
+    pub topics: TopicArgs,
+    /// Requests per second, all connections together.
+    #[arg(long, default_value_t = 2000.0)]
+    pub rate: f64,
+    /// Keep-alive connections (one worker each).
+    #[arg(long, default_value_t = 4)]
+    pub connections: usize,
+    /// How long to measure.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub duration: Duration,
+    /// Unmeasured warm-up before it.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    pub warmup: Duration,
+}
+
+/// What `count` measured.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct CountReport {
+    /// Always `count`.
+    pub mode: String,
+    /// Asked rate.
+    pub rate_target: f64,
+    /// Measured requests that succeeded.
+    pub requests: u64,
+    /// Failures by kind.
+    pub errors: BTreeMap<String, u64>,
+    /// Achieved requests per second.
+    pub achieved_rps: f64,
+    /// Requests that started more than 5 ms after their slot.
+    pub late_starts: u64,
+    /// Send to full body.
+    pub latency: LatencySummary,
+}
+
+impl Report for CountReport {
+    fn summary(&self) -> String {
+        format!(
+            "count: {} requests at {:.0}/s, p50 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms, max {:.3} ms ({} errors, {} late starts)",
+            self.requests,
+            self.achieved_rps,
+            self.latency.p50_ms,
+            self.latency.p99_ms,
+            self.latency.p999_ms,
+            self.latency.max_ms,
+            self.errors.values().sum::<u64>(),
+            self.late_starts,
+        )
+    }
+}
+
+struct WorkerResult {
+    latency: Latency,
+    errors: BTreeMap<String, u64>,
+    late: u64,
+}
+
+/// Runs `count`.
+pub async fn run(args: CountArgs) -> anyhow::Result<CountReport> {
+    Ok(run_with_histogram(args).await?.0)
+}
+
+/// Runs `count` and also returns the latency histogram, so rounds can be
+/// merged exactly.
+pub async fn run_with_histogram(args: CountArgs) -> anyhow::Result<(CountReport, Latency)> {
+    let workers = args.connections.max(1);
+    let period = Duration::from_secs_f64(workers as f64 / args.rate.max(1.0));
+    let begin = Instant::now() + Duration::from_millis(50);
+    let measure_from = begin + args.warmup;
+    let end = measure_from + args.duration;
+    let mut picker = args.topics.picker();
+    let names: Vec<String> = (0..4096).map(|i| picker.topic(i)).collect();
+    let mut set = tokio::task::JoinSet::new();
+    for worker in 0..workers {
+        let api = Api::single_connection(Duration::from_secs(5))?;
+        let target = args.targets[worker % args.targets.len()];
+        let names = names.clone();
+        // Workers are offset within the period so their requests interleave.
+        let offset = period.mul_f64(worker as f64 / workers as f64);
+        set.spawn(async move {
+            let mut result = WorkerResult {
+                latency: Latency::default(),
+                errors: BTreeMap::new(),
+                late: 0,
+            };
+            let mut slot = begin + offset;
+            let mut n = worker;
+            while slot < end {
+                tokio::time::sleep_until(slot.into()).await;
+                let sent = Instant::now();
+                let measured = slot >= measure_from;
+                if measured && sent.duration_since(slot) > Duration::from_millis(5) {
+                    result.late += 1;
+                }
+                let topic = &names[n % names.len()];
+                n += workers;
+                match api.count(target, topic).await {
+                    Ok(_) if measured => result.latency.record(sent.elapsed()),
+                    Ok(_) => {}
+                    Err(error) if measured => {
+                        let kind = if error.to_string().contains("HTTP") {
+                            "status"
+                        } else {
+                            "transport"
+                        };
+                        *result.errors.entry(kind.into()).or_default() += 1;
+                    }
+                    Err(_) => {}
+                }
+                slot += period;
+            }
+            result
+        });
+    }
+    let mut latency = Latency::default();
+    let mut errors = BTreeMap::new();
+    let mut late = 0;
+    while let Some(done) = set.join_next().await {
+        let done = done?;
+        latency.merge(&done.latency);
+        for (kind, n) in done.errors {
+            *errors.entry(kind).or_default() += n;
+        }
+        late += done.late;
+    }
+    let report = CountReport {
+        mode: "count".into(),
+        rate_target: args.rate,
+        requests: latency.len(),
+        errors,
+        achieved_rps: latency.len() as f64 / args.duration.as_secs_f64(),
+        late_starts: late,
+        latency: latency.summary(),
+    };
+    Ok((report, latency))
+}
+
+/// Merges rounds into one report (percentiles over every sample).
+pub fn merge(rounds: &[(CountReport, Latency)]) -> Option<CountReport> {
+    let (first, _) = rounds.first()?;
+    let mut latency = Latency::default();
+    let mut errors = BTreeMap::new();
+    let (mut late, mut rps) = (0, 0.0);
+    for (report, histogram) in rounds {
+        latency.merge(histogram);
+        for (kind, n) in &report.errors {
+            *errors.entry(kind.clone()).or_default() += n;
+        }
+        late += report.late_starts;
+        rps += report.achieved_rps;
+    }
+    Some(CountReport {
+        mode: "count".into(),
+        rate_target: first.rate_target,
+        requests: latency.len(),
+        errors,
+        achieved_rps: rps / rounds.len() as f64,
+        late_starts: late,
+        latency: latency.summary(),
+    })
+}

@@ -1,0 +1,338 @@
+//! `hold`: open C websocket connections over T topics and keep them open.
+//!
+//! It reports how fast the handshakes went (rate, connect p50/p99) and, given
+//! `--server-pid`, what the held connections cost the server in resident
+//! memory. One process holds at most ~19k sockets (the open-files limit is
+//! 20,000), so bigger runs start several `hold` processes; with `--wait-stdin`
+//! a process prints a `ready` line once everything is connected and releases
+//! when its stdin closes, which is how `suite` and `scale` drive them.
+
+use std::{
+    collections::BTreeMap,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use clap::Args;
+use serde::{Deserialize, Serialize};
+use tokio::{
+    io::{AsyncBufReadExt, BufReader},
+    sync::{Semaphore, mpsc},
+};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+use crate::{
+    Report, client, procfs,
+    stats::{Latency, LatencySummary},
+    topics::{NetArgs, TopicArgs},
+};
+
+/// Flags of `hold`.
+#[derive(Debug, Clone, Args)]
+pub struct HoldArgs {
+    #[command(flatten)]
+    pub net: NetArgs,
+    #[command(flatten)]
+    pub topics: TopicArgs,
+    /// Connections to open.
+    #[arg(long, default_value_t = 1000)]
+    pub connections: u64,
+    /// Handshakes in flight at once.
+    /// headcount's listener has tokio's default backlog of 128: more in
+    /// flight than that overflows its accept queue.
+    #[arg(long, default_value_t = 100)]
+    pub concurrency: usize,
+    /// How long to hold once connected (ignored with --wait-stdin).
+    #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+    pub hold: Duration,
+    /// Print a `ready` JSON line when connected, hold until stdin closes.
+    #[arg(long)]
+    pub wait_stdin: bool,
+    /// Pause between the last handshake and the memory reading.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    pub settle: Duration,
+    /// Server process ids whose VmRSS is read before and after.
+    #[arg(long, value_delimiter = ',')]
+    pub server_pid: Vec<u32>,
+    /// Longest a single join may take.
+    #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+}
+
+/// Memory of one server process across the run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ServerMemory {
+    /// Process id.
+    pub pid: u32,
+    /// VmRSS before connecting, KiB.
+    pub rss_before_kib: u64,
+    /// VmRSS with every connection held and settled, KiB.
+    pub rss_held_kib: u64,
+    /// VmRSS after the release, KiB.
+    pub rss_released_kib: u64,
+}
+
+/// The `ready` line printed with `--wait-stdin`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Ready {
+    /// Always `ready`.
+    pub event: String,
+    /// Connections open.
+    pub held: u64,
+    /// Joins that failed.
+    pub failed: u64,
+    /// Seconds from the first connect to the last join.
+    pub connect_secs: f64,
+}
+
+/// What `hold` measured.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HoldReport {
+    /// Always `hold`.
+    pub mode: String,
+    /// Connections asked for.
+    pub requested: u64,
+    /// Connections that joined.
+    pub held: u64,
+    /// Joins that failed.
+    pub failed: u64,
+    /// Failures by kind.
+    pub errors: BTreeMap<String, u64>,
+    /// Seconds from the first connect to the last join.
+    pub connect_secs: f64,
+    /// Joins per second over that time.
+    pub handshakes_per_sec: f64,
+    /// TCP connect + upgrade.
+    pub handshake: LatencySummary,
+    /// TCP connect to first count frame.
+    pub first_frame: LatencySummary,
+    /// Held connections the server ended before the release.
+    pub dropped_while_held: u64,
+    /// Count pushes received while held.
+    pub pushes: u64,
+    /// Seconds to close every connection.
+    pub release_secs: f64,
+    /// Closes the server did not complete within the timeout.
+    pub unclean_closes: u64,
+    /// Memory of each `--server-pid`.
+    pub servers: Vec<ServerMemory>,
+    /// Connection attempts the kernel dropped on full listen queues while
+    /// connecting (machine-wide `ListenOverflows`); each costs its client a
+    /// 1 s SYN retransmit.
+    #[serde(default)]
+    pub listen_overflows: u64,
+}
+
+impl HoldReport {
+    /// Resident bytes per held connection, over all server processes.
+    pub fn bytes_per_connection(&self) -> Option<f64> {
+        if self.held == 0 || self.servers.is_empty() {
+            return None;
+        }
+        let grown: i64 = self
+            .servers
+            .iter()
+            .map(|s| s.rss_held_kib as i64 - s.rss_before_kib as i64)
+            .sum();
+        Some(grown as f64 * 1024.0 / self.held as f64)
+    }
+}
+
+impl Report for HoldReport {
+    fn summary(&self) -> String {
+        let memory = self
+            .bytes_per_connection()
+            .map(|b| format!(", server {b:.0} B/conn"))
+            .unwrap_or_default();
+        format!(
+            "hold: {}/{} held ({} failed) in {:.1}s = {:.0} handshakes/s, connect {}{memory}; {} dropped while held; {} listen overflows",
+            self.held,
+            self.requested,
+            self.failed,
+            self.connect_secs,
+            self.handshakes_per_sec,
+            self.first_frame.short(),
+            self.dropped_while_held,
+            self.listen_overflows,
+        )
+    }
+}
+
+enum Outcome {
+    Joined { handshake: Duration, first_frame: Duration },
+    Failed(String),
+}
+
+/// Runs `hold`.
+pub async fn run(args: HoldArgs) -> anyhow::Result<HoldReport> {
+    let rss_before: Vec<u64> = args
+        .server_pid
+        .iter()
+        .map(|&pid| procfs::rss_kib(pid).unwrap_or(0))
+        .collect();
+    let overflows_before = procfs::listen_overflows().unwrap_or(0);
+    let stop = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let dropped = Arc::new(AtomicU64::new(0));
+    let pushes = Arc::new(AtomicU64::new(0));
+    let unclean = Arc::new(AtomicU64::new(0));
+    let gate = Arc::new(Semaphore::new(args.concurrency.max(1)));
+    let (outcomes, mut results) = mpsc::channel::<Outcome>(1024);
+    let mut picker = args.topics.picker();
+    let started = Instant::now();
+
+    let spawner = {
+        let net = args.net.clone();
+        let (stop, tracker, dropped, pushes, unclean) = (
+            stop.clone(),
+            tracker.clone(),
+            dropped.clone(),
+            pushes.clone(),
+            unclean.clone(),
+        );
+        let timeout = args.timeout;
+        let connections = args.connections;
+        async move {
+            for sequence in 0..connections {
+                let Ok(permit) = gate.clone().acquire_owned().await else {
+                    break;
+                };
+                let (target, source) = net.endpoint(sequence);
+                let topic = picker.topic(sequence);
+                let (outcomes, stop, dropped, pushes, unclean) = (
+                    outcomes.clone(),
+                    stop.clone(),
+                    dropped.clone(),
+                    pushes.clone(),
+                    unclean.clone(),
+                );
+                tracker.spawn(async move {
+                    let joined = client::join(target, source, &topic, timeout).await;
+                    drop(permit);
+                    let mut ws = match joined {
+                        Ok(joined) => {
+                            let _ = outcomes
+                                .send(Outcome::Joined {
+                                    handshake: joined.handshake,
+                                    first_frame: joined.first_frame,
+                                })
+                                .await;
+                            joined.ws
+                        }
+                        Err(error) => {
+                            let _ = outcomes.send(Outcome::Failed(error.kind())).await;
+                            return;
+                        }
+                    };
+                    drop(outcomes);
+                    loop {
+                        tokio::select! {
+                            () = stop.cancelled() => {
+                                if !client::leave(ws, Duration::from_secs(5)).await {
+                                    unclean.fetch_add(1, Ordering::Relaxed);
+                                }
+                                return;
+                            }
+                            frame = client::next_data_frame(&mut ws) => match frame {
+                                Some(()) => { pushes.fetch_add(1, Ordering::Relaxed); }
+                                None => {
+                                    dropped.fetch_add(1, Ordering::Relaxed);
+                                    return;
+                                }
+                            }
+                        }
+                    }
+                });
+            }
+        }
+    };
+    let spawning = tokio::spawn(spawner);
+
+    let (mut handshake, mut first_frame) = (Latency::default(), Latency::default());
+    let mut errors = BTreeMap::<String, u64>::new();
+    let mut last_join = started;
+    for _ in 0..args.connections {
+        match results.recv().await {
+            Some(Outcome::Joined {
+                handshake: h,
+                first_frame: f,
+            }) => {
+                handshake.record(h);
+                first_frame.record(f);
+                last_join = Instant::now();
+            }
+            Some(Outcome::Failed(kind)) => *errors.entry(kind).or_default() += 1,
+            None => break,
+        }
+    }
+    spawning.await?;
+    let held = handshake.len();
+    let failed = errors.values().sum();
+    let connect_secs = last_join.duration_since(started).as_secs_f64();
+    let listen_overflows = procfs::listen_overflows().unwrap_or(0).saturating_sub(overflows_before);
+
+    tokio::time::sleep(args.settle).await;
+    let rss_held: Vec<u64> = args
+        .server_pid
+        .iter()
+        .map(|&pid| procfs::rss_kib(pid).unwrap_or(0))
+        .collect();
+
+    if args.wait_stdin {
+        let ready = Ready {
+            event: "ready".into(),
+            held,
+            failed,
+            connect_secs,
+        };
+        println!("{}", serde_json::to_string(&ready)?);
+        let mut lines = BufReader::new(tokio::io::stdin()).lines();
+        // Any line or the end of stdin releases the connections.
+        let _ = lines.next_line().await;
+    } else {
+        tokio::time::sleep(args.hold).await;
+    }
+
+    let releasing = Instant::now();
+    stop.cancel();
+    tracker.close();
+    tracker.wait().await;
+    let release_secs = releasing.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let servers = args
+        .server_pid
+        .iter()
+        .enumerate()
+        .map(|(i, &pid)| ServerMemory {
+            pid,
+            rss_before_kib: rss_before[i],
+            rss_held_kib: rss_held[i],
+            rss_released_kib: procfs::rss_kib(pid).unwrap_or(0),
+        })
+        .collect();
+    Ok(HoldReport {
+        mode: "hold".into(),
+        requested: args.connections,
+        held,
+        failed,
+        errors,
+        connect_secs,
+        handshakes_per_sec: if connect_secs > 0.0 {
+            held as f64 / connect_secs
+        } else {
+            0.0
+        },
+        handshake: handshake.summary(),
+        first_frame: first_frame.summary(),
+        dropped_while_held: dropped.load(Ordering::Relaxed),
+        pushes: pushes.load(Ordering::Relaxed),
+        release_secs,
+        unclean_closes: unclean.load(Ordering::Relaxed),
+        servers,
+        listen_overflows,
+    })
+}
