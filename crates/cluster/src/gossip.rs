@@ -52,6 +52,9 @@ const LIST_DOWN_FOR: Duration = Duration::from_secs(300);
 /// A live member whose gossip has not been heard for this many rounds (at
 /// least) is flagged stale.
 const STALE_AFTER_ROUNDS: u32 = 5;
+/// A quiet node sends a digest at most this often, however short X is: it
+/// only refreshes liveness and reveals lost updates.
+const DIGEST_INTERVAL: Duration = Duration::from_secs(1);
 
 type SwimNode = Foca<NodeId, PostcardCodec, StdRng, UpdateHandler>;
 
@@ -84,12 +87,17 @@ struct Published {
 }
 
 impl Published {
-    /// Turns one round's changes into encoded updates, recording them.
-    fn next_round(&mut self, identity: &NodeId, changed: Vec<(Topic, u64)>) -> Vec<Vec<u8>> {
+    /// Turns one round's changes into encoded updates, recording them. A
+    /// quiet round gives a digest when `digest_due`, else nothing.
+    fn next_round(&mut self, identity: &NodeId, changed: Vec<(Topic, u64)>, digest_due: bool) -> Vec<Vec<u8>> {
         self.round += 1;
         let node = identity.node_ref();
         if changed.is_empty() {
-            return vec![encode_update(node, self.seq, self.round, &[])];
+            return if digest_due {
+                vec![encode_update(node, self.seq, self.round, &[])]
+            } else {
+                Vec::new()
+            };
         }
         let chunks = chunk(changed);
         if chunks.len() > MAX_UPDATES_PER_ROUND {
@@ -180,6 +188,8 @@ pub(crate) struct Gossip {
     down_since: HashMap<SocketAddr, Instant>,
     /// Every seed resolved to this node itself: it is the cluster.
     seeded_alone: bool,
+    /// When this node last sent an update or digest.
+    last_sent: Instant,
     metrics: ClusterMetrics,
     tracker: TaskTracker,
     shutdown: CancellationToken,
@@ -233,6 +243,7 @@ impl Gossip {
             previous_gaps: HashSet::new(),
             down_since: HashMap::new(),
             seeded_alone: false,
+            last_sent: Instant::now(),
             metrics: parts.metrics,
             tracker: parts.tracker,
             shutdown: parts.shutdown,
@@ -330,7 +341,11 @@ impl Gossip {
 
     fn on_round(&mut self) {
         let changed = self.table.drain_changed();
-        let updates = self.published.next_round(&self.identity, changed);
+        let digest_due = self.last_sent.elapsed() + self.interval / 2 >= DIGEST_INTERVAL;
+        let updates = self.published.next_round(&self.identity, changed, digest_due);
+        if !updates.is_empty() {
+            self.last_sent = Instant::now();
+        }
         for update in &updates {
             log_foca_error("add broadcast", self.foca.add_broadcast(update).map(drop));
         }
@@ -489,7 +504,8 @@ impl Gossip {
         self.view_dirty = false;
         let now = Instant::now();
         let live = self.foca.num_members();
-        let stale_after = self.interval * STALE_AFTER_ROUNDS.max(u32::try_from(2 * live / 3).unwrap_or(u32::MAX));
+        let rounds = STALE_AFTER_ROUNDS.max(u32::try_from(2 * live / 3).unwrap_or(u32::MAX));
+        let stale_after = self.interval.max(DIGEST_INTERVAL) * rounds;
         let mut counts = [0i64; 3];
         let members: Vec<MemberInfo> = self
             .foca
@@ -581,8 +597,12 @@ mod tests {
     fn a_quiet_round_is_one_digest_at_the_current_seq() {
         let mut published = Published::default();
         let node = identity();
-        let first = published.next_round(&node, vec![(topic("x"), 2)]);
-        let quiet = published.next_round(&node, Vec::new());
+        let first = published.next_round(&node, vec![(topic("x"), 2)], true);
+        let quiet = published.next_round(&node, Vec::new(), true);
+        assert!(
+            published.next_round(&node, Vec::new(), false).is_empty(),
+            "no digest when none is due"
+        );
         assert_eq!(first.len(), 1);
         let digest = decode_update(&quiet[0]).expect("decodes");
         assert_eq!((digest.seq, digest.round, digest.counts.len()), (1, 2, 0));
@@ -595,7 +615,7 @@ mod tests {
         let changed: Vec<_> = (0..200)
             .map(|i| (topic(&format!("/a/fairly/long/page/path/{i:04}")), i))
             .collect();
-        let updates = published.next_round(&node, changed);
+        let updates = published.next_round(&node, changed, false);
         assert!(updates.len() > 1 && updates.len() <= MAX_UPDATES_PER_ROUND);
         assert!(
             updates.iter().all(|u| u.len() <= MAX_UPDATE_BYTES + 64),
@@ -612,7 +632,7 @@ mod tests {
         let mut published = Published::default();
         let node = identity();
         let changed: Vec<_> = (0..5_000).map(|i| (topic(&format!("/page/{i}")), 1)).collect();
-        let updates = published.next_round(&node, changed);
+        let updates = published.next_round(&node, changed, false);
         assert_eq!(updates.len(), 1);
         let digest = decode_update(&updates[0]).expect("decodes");
         assert_eq!((digest.seq, digest.counts.len()), (1, 0));

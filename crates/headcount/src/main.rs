@@ -8,11 +8,15 @@ use std::{net::SocketAddr, process::ExitCode, time::Duration};
 use anyhow::{Context, anyhow};
 use clap::Parser;
 use headcount_server::{Listeners, Node, NodeConfig};
-use tokio::net::{TcpListener, UdpSocket};
+use tokio::net::{TcpListener, TcpSocket, UdpSocket};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::flags::{Flags, LogFormat};
+
+/// Accept queue of the HTTP and gRPC listeners (the kernel caps it at
+/// `net.core.somaxconn`).
+const LISTEN_BACKLOG: u32 = 4096;
 
 /// How long shutdown may take before the process exits anyway.
 const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
@@ -57,12 +61,8 @@ fn init_logging(format: LogFormat) {
 async fn run(flags: Flags) -> anyhow::Result<()> {
     let config = node_config(&flags).await?;
     let listeners = Listeners {
-        http: TcpListener::bind(flags.http)
-            .await
-            .with_context(|| format!("--http {}", flags.http))?,
-        grpc: TcpListener::bind(flags.grpc)
-            .await
-            .with_context(|| format!("--grpc {}", flags.grpc))?,
+        http: listen(flags.http).with_context(|| format!("--http {}", flags.http))?,
+        grpc: listen(flags.grpc).with_context(|| format!("--grpc {}", flags.grpc))?,
         gossip: UdpSocket::bind(flags.gossip)
             .await
             .with_context(|| format!("--gossip {}", flags.gossip))?,
@@ -76,6 +76,20 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
         warn!("shutdown deadline passed; exiting with tasks still running");
     }
     Ok(())
+}
+
+/// Binds a TCP listener with a deep accept queue: after a node restarts, its
+/// clients reconnect all at once, and a short queue turns that into 1 s
+/// SYN retries.
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 async fn node_config(flags: &Flags) -> anyhow::Result<NodeConfig> {

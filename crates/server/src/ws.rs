@@ -174,7 +174,10 @@ impl Session {
             return None;
         }
         let mut last_heard = Instant::now();
-        let idle = tokio::time::sleep_until(last_heard + timings.ping_after);
+        // Spread the first ping: clients that connected together (after a
+        // restart, say) should not all be pinged in the same instant.
+        let jitter = timings.ping_after.mul_f64(rand::random_range(0.0..0.25));
+        let idle = tokio::time::sleep_until(last_heard + timings.ping_after + jitter);
         tokio::pin!(idle);
         loop {
             tokio::select! {
