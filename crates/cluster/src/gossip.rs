@@ -310,6 +310,11 @@ impl Gossip {
                         if self.state.apply_full_state(&full, Instant::now()) == Outcome::Changed {
                             self.view_dirty = true;
                         }
+                        // The peer moved on while its state travelled (a
+                        // burst): catch up now rather than at its next digest.
+                        if self.state.node(&name).is_some_and(|node| node.gap) {
+                            self.pull(&name);
+                        }
                     }
                     Err(error) => {
                         self.metrics.pulls.get_or_create(&[("result", "error")]).inc();
