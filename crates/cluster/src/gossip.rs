@@ -40,6 +40,9 @@ use crate::{
 /// foca's packet limit; with the envelope a datagram stays under 1472 bytes,
 /// the UDP payload of a 1500-byte MTU.
 const MAX_FOCA_PACKET: usize = 1400;
+/// How often SWIM probes a member, and how long it waits for a direct answer.
+const PROBE_PERIOD: Duration = Duration::from_millis(500);
+const PROBE_RTT: Duration = Duration::from_millis(200);
 /// Largest datagram accepted; anything bigger is dropped unread.
 pub(crate) const MAX_DATAGRAM: usize = 1500;
 /// Budget for one count update, leaving room in a packet for foca's header
@@ -572,8 +575,15 @@ impl Gossip {
     }
 }
 
+/// foca's LAN preset, probing twice as often: with a 1 s probe period a
+/// crashed node may go unprobed for up to two periods in a small cluster, and
+/// detection then took 4.5–5.1 s, too close to the 5 s the contract promises.
+/// A 500 ms period with a 200 ms round trip (generous on a LAN) brings the
+/// worst case to about 3 s, for ~300 B/s more probe traffic per node.
 fn swim_config(suspect_timeout: Duration) -> Config {
     let mut config = Config::new_lan(NonZeroU32::new(32).unwrap_or(NonZeroU32::MIN));
+    config.probe_period = PROBE_PERIOD;
+    config.probe_rtt = PROBE_RTT;
     config.suspect_to_down_after = suspect_timeout;
     config.max_packet_size = NonZeroUsize::new(MAX_FOCA_PACKET).unwrap_or(NonZeroUsize::MIN);
     config
