@@ -34,14 +34,6 @@ async fn cluster_with(names: &[&str], tweak: impl Fn(&mut headcount_server::Node
     nodes
 }
 
-async fn connect_n(node: &TestNode, topic: &str, n: usize) -> Vec<Ws> {
-    let mut sockets = Vec::with_capacity(n);
-    for _ in 0..n {
-        sockets.push(node.connect(topic).await);
-    }
-    sockets
-}
-
 async fn metric(node: &TestNode, line_start: &str) -> f64 {
     let response = reqwest::get(format!("http://{}/metrics", node.http))
         .await
@@ -57,9 +49,9 @@ async fn metric(node: &TestNode, line_start: &str) -> f64 {
 async fn every_node_converges_on_the_cluster_wide_count() {
     let nodes = cluster(&["a", "b", "c"]).await;
     let refs: Vec<&TestNode> = nodes.iter().collect();
-    let _a = connect_n(&nodes[0], "news", 3).await;
-    let mut b = connect_n(&nodes[1], "news", 2).await;
-    let _c = connect_n(&nodes[2], "sport", 1).await;
+    let _a = nodes[0].connect_n("news", 3).await;
+    let mut b = nodes[1].connect_n("news", 2).await;
+    let _c = nodes[2].connect_n("sport", 1).await;
     converge(&refs, "news", 5, CONVERGE).await;
     converge(&refs, "sport", 1, CONVERGE).await;
     let (_, body) = nodes[2].get("/count/news").await;
@@ -78,15 +70,15 @@ async fn websocket_pushes_follow_changes_on_other_nodes() {
         .await
         .expect("watch");
     assert_eq!(next_count(&mut watcher, CONVERGE).await, Some(0));
-    let _remote = connect_n(&nodes[1], "live", 2).await;
+    let _remote = nodes[1].connect_n("live", 2).await;
     headcount_tests::wait_for_push(&mut watcher, 2, CONVERGE).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crashed_node_is_pruned_by_itself() {
     let mut nodes = cluster(&["a", "b", "c"]).await;
-    let _a = connect_n(&nodes[0], "page", 1).await;
-    let _c = connect_n(&nodes[2], "page", 4).await;
+    let _a = nodes[0].connect_n("page", 1).await;
+    let _c = nodes[2].connect_n("page", 4).await;
     {
         let refs: Vec<&TestNode> = nodes.iter().collect();
         converge(&refs, "page", 5, CONVERGE).await;
@@ -109,8 +101,8 @@ async fn a_crashed_node_is_pruned_by_itself() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_graceful_leave_drops_the_share_and_closes_clients_with_1001() {
     let mut nodes = cluster(&["a", "b", "c"]).await;
-    let _a = connect_n(&nodes[0], "page", 2).await;
-    let mut leaving_clients = connect_n(&nodes[2], "page", 3).await;
+    let _a = nodes[0].connect_n("page", 2).await;
+    let mut leaving_clients = nodes[2].connect_n("page", 3).await;
     {
         let refs: Vec<&TestNode> = nodes.iter().collect();
         converge(&refs, "page", 5, CONVERGE).await;
@@ -135,7 +127,7 @@ async fn a_graceful_leave_drops_the_share_and_closes_clients_with_1001() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_under_the_same_name_never_double_counts() {
     let mut nodes = cluster(&["a", "b"]).await;
-    let old = connect_n(&nodes[1], "page", 3).await;
+    let old = nodes[1].connect_n("page", 3).await;
     converge(&[&nodes[0], &nodes[1]], "page", 3, CONVERGE).await;
     let b = nodes.pop().expect("b");
     b.kill().await;
@@ -144,7 +136,7 @@ async fn a_restart_under_the_same_name_never_double_counts() {
     let mut config = test_config("b");
     config.seeds = vec![nodes[0].gossip.to_string()];
     let restarted = TestNode::start(config).await;
-    let _new = connect_n(&restarted, "page", 2).await;
+    let _new = restarted.connect_n("page", 2).await;
     let a = &nodes[0];
     let mut seen = Vec::new();
     let deadline = tokio::time::Instant::now() + PRUNE;
@@ -167,7 +159,7 @@ async fn a_restart_under_the_same_name_never_double_counts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_with_another_secret_can_neither_join_nor_count() {
     let nodes = cluster_with(&["a", "b"], |config| config.cluster_secret = Some(b"right".to_vec())).await;
-    let _a = connect_n(&nodes[0], "page", 1).await;
+    let _a = nodes[0].connect_n("page", 1).await;
     converge(&[&nodes[0], &nodes[1]], "page", 1, CONVERGE).await;
 
     let mut wrong = test_config("intruder");
@@ -177,8 +169,8 @@ async fn a_node_with_another_secret_can_neither_join_nor_count() {
     let mut none = test_config("open");
     none.seeds = vec![nodes[0].gossip.to_string()];
     let open = TestNode::start(none).await;
-    let _i = connect_n(&intruder, "page", 5).await;
-    let _o = connect_n(&open, "page", 7).await;
+    let _i = intruder.connect_n("page", 5).await;
+    let _o = open.connect_n("page", 7).await;
 
     // Wait until their announces reached a and were refused, then check
     // that nothing of theirs counts anywhere.
@@ -217,7 +209,7 @@ async fn thousands_of_garbage_datagrams_are_survived() {
         // Paced by a round trip, so the kernel's receive buffer never overflows.
         metric(&nodes[0], "headcount_gossip_received_packets_total").await;
     }
-    let _b = connect_n(&nodes[1], "still", 2).await;
+    let _b = nodes[1].connect_n("still", 2).await;
     converge(&[&nodes[0], &nodes[1]], "still", 2, CONVERGE).await;
     eventually(CONVERGE, "garbage is counted as dropped", || async {
         metric(&nodes[0], "headcount_gossip_dropped_total").await >= 4_000.0
@@ -247,7 +239,7 @@ async fn a_partition_splits_the_counts_and_heals_by_itself() {
     wait_for_members(&all, 4, JOIN).await;
     let mut clients = Vec::new();
     for (i, node) in nodes.iter().enumerate() {
-        clients.push(connect_n(node, "split", i + 1).await);
+        clients.push(node.connect_n("split", i + 1).await);
     }
     converge(&all, "split", 10, CONVERGE).await;
 

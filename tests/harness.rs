@@ -144,6 +144,15 @@ impl TestNode {
         body["count"].as_u64().expect("count")
     }
 
+    /// Opens `n` counted websockets on `topic` (already percent-encoded).
+    pub async fn connect_n(&self, topic: &str, n: usize) -> Vec<Ws> {
+        let mut sockets = Vec::with_capacity(n);
+        for _ in 0..n {
+            sockets.push(self.connect(topic).await);
+        }
+        sockets
+    }
+
     /// Opens a counted websocket on `topic`.
     pub async fn connect(&self, topic: &str) -> Ws {
         ws_connect(self.http, &format!("/ws/{topic}"))

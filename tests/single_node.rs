@@ -163,15 +163,6 @@ async fn close_code(mut socket: Ws) -> Result<u16, String> {
     code
 }
 
-/// Opens `n` counted websockets on `topic` (already percent-encoded).
-async fn connect_n(node: &TestNode, topic: &str, n: usize) -> Vec<Ws> {
-    let mut sockets = Vec::with_capacity(n);
-    for _ in 0..n {
-        sockets.push(node.connect(topic).await);
-    }
-    sockets
-}
-
 /// Percent-encodes every byte of `topic` except unreserved ASCII.
 fn encode(topic: &str) -> String {
     topic
@@ -226,7 +217,7 @@ fn config(tweak: impl FnOnce(&mut NodeConfig)) -> NodeConfig {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn counts_follow_open_websockets() {
     let node = TestNode::start(test_config("a")).await;
-    let mut sockets = connect_n(&node, "t", 5).await;
+    let mut sockets = node.connect_n("t", 5).await;
     // The presence is taken before the upgrade answer, so the count is
     // already there when the client sees the upgrade.
     assert_eq!(
@@ -339,7 +330,7 @@ async fn pushes_come_at_most_once_per_interval_and_only_on_change() {
         }
         (pushes, started.elapsed(), watcher)
     });
-    let _sockets = connect_n(&node, "burst", usize::try_from(JOINS).expect("small")).await;
+    let _sockets = node.connect_n("burst", usize::try_from(JOINS).expect("small")).await;
     let (pushes, elapsed, mut watcher) = reader.await.expect("reader task");
 
     assert_eq!(pushes.last(), Some(&JOINS), "the final count is pushed: {pushes:?}");
@@ -565,7 +556,7 @@ async fn data_frames_over_1_kib_close_with_1009_and_uncount() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn per_ip_cap_refuses_with_429_before_the_upgrade() {
     let node = TestNode::start(config(|c| c.max_connections_per_ip = 2)).await;
-    let mut held = connect_n(&node, "t", 2).await;
+    let mut held = node.connect_n("t", 2).await;
 
     let refusal = refused(&node, "/ws/t", None).await;
     refusal.assert_error(429, "a third connection from 127.0.0.1");
@@ -590,7 +581,7 @@ async fn per_ip_cap_refuses_with_429_before_the_upgrade() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_connections_refuses_with_503_and_retry_after() {
     let node = TestNode::start(config(|c| c.max_connections = 2)).await;
-    let mut held = connect_n(&node, "full", 2).await;
+    let mut held = node.connect_n("full", 2).await;
 
     refused(&node, "/ws/full", None).await.assert_full("a third connection");
     refused_from(OTHER_IP, &node, "/ws/full", None)
@@ -847,7 +838,7 @@ async fn counts_listing_orders_rolls_up_and_limits() {
     let node = TestNode::start(test_config("a")).await;
     let mut sockets = Vec::new();
     for (topic, n) in [("b", 3), ("a", 2), ("c", 2), ("d", 1)] {
-        sockets.extend(connect_n(&node, topic, n).await);
+        sockets.extend(node.connect_n(topic, n).await);
     }
     let ordered = json!({"total": 8, "topics": [
         {"topic": "b", "count": 3},
@@ -862,7 +853,7 @@ async fn counts_listing_orders_rolls_up_and_limits() {
     );
 
     for (topic, n) in [("blog/x", 2), ("blog/y", 1), ("blog/z", 2), ("blogger", 1)] {
-        sockets.extend(connect_n(&node, topic, n).await);
+        sockets.extend(node.connect_n(topic, n).await);
     }
     assert_eq!(
         node.get("/counts?prefix=blog/&limit=1").await,
@@ -931,7 +922,7 @@ async fn counts_listing_orders_rolls_up_and_limits() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_metrics_health_and_unknown_paths() {
     let node = TestNode::start(test_config("a")).await;
-    let _x = connect_n(&node, "x", 3).await;
+    let _x = node.connect_n("x", 3).await;
     let _y = node.connect("y").await;
     let _watcher = ws_connect(node.http, "/ws/x?watch=1").await.expect("watcher upgrade");
 
