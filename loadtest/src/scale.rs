@@ -145,6 +145,20 @@ fn say(message: impl AsRef<str>) {
 }
 
 /// Runs `scale`.
+/// Every node's `/counts` total, for a problem report.
+async fn node_totals(lab: &Lab, https: &[SocketAddr]) -> String {
+    let mut totals = Vec::new();
+    for &node in https {
+        totals.push(
+            lab.api
+                .total(node)
+                .await
+                .map_or_else(|e| format!("error {e}"), |t| t.to_string()),
+        );
+    }
+    totals.join(", ")
+}
+
 pub async fn run(args: ScaleArgs) -> anyhow::Result<ScaleResults> {
     if args.nodes == 0 || args.procs == 0 {
         bail!("--nodes and --procs must be at least 1");
@@ -222,18 +236,9 @@ pub async fn run(args: ScaleArgs) -> anyhow::Result<ScaleResults> {
     let pulls_after = suite::counter_each(&lab, &https, "headcount_cluster_pulls_total").await;
     results.pulls_each = pulls_after.iter().zip(&pulls_before).map(|(a, b)| a - b).collect();
     if results.agree_ms.is_none() {
-        let mut totals = Vec::new();
-        for &node in &https {
-            totals.push(
-                lab.api
-                    .total(node)
-                    .await
-                    .map_or_else(|e| format!("error {e}"), |t| t.to_string()),
-            );
-        }
         results.problems.push(format!(
             "with {held} connections held, node totals were [{}] 60 s after the last join",
-            totals.join(", ")
+            node_totals(&lab, &https).await
         ));
     }
     tokio::time::sleep(args.interval * 2).await;
@@ -250,7 +255,6 @@ pub async fn run(args: ScaleArgs) -> anyhow::Result<ScaleResults> {
     for holder in &mut holders {
         holder.start_release();
     }
-    let releasing = Instant::now();
     let (zero, reports) = tokio::join!(
         lab.wait_totals(&https, 0, Duration::from_millis(10), Duration::from_secs(60)),
         futures_util::future::join_all(
@@ -259,7 +263,6 @@ pub async fn run(args: ScaleArgs) -> anyhow::Result<ScaleResults> {
                 .map(|holder| holder.release(Duration::from_secs(120)))
         ),
     );
-    results.release_secs = releasing.elapsed().as_secs_f64();
     for report in reports {
         let report = report?;
         if report.dropped_while_held > 0 {
@@ -273,18 +276,9 @@ pub async fn run(args: ScaleArgs) -> anyhow::Result<ScaleResults> {
     results.release_secs = results.holds.iter().map(|h| h.release_secs).fold(0.0, f64::max);
     results.release_agree_ms = zero.map(|took| took.as_secs_f64() * 1000.0);
     if results.release_agree_ms.is_none() {
-        let mut totals = Vec::new();
-        for &node in &https {
-            totals.push(
-                lab.api
-                    .total(node)
-                    .await
-                    .map_or_else(|e| format!("error {e}"), |t| t.to_string()),
-            );
-        }
         results.problems.push(format!(
             "node totals were [{}], not 0, 60 s after every connection closed",
-            totals.join(", ")
+            node_totals(&lab, &https).await
         ));
     }
     results.connect_worst = results
