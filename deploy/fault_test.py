@@ -4,7 +4,7 @@
 Brings up docker-compose.yml under a unique project name, holds real websocket
 clients on every node, injects faults with the Docker CLI and measures how long
 the nodes take to show the right counts, then prints a table and exits non-zero
-if any limit was missed. The limits are the product contract (SPEC.md §6), with
+if any limit was missed. The limits are the cluster contract (docs/protocol.md), with
 X the gossip interval (HC_GOSSIP_INTERVAL, default 1s):
 
   partition  `docker network disconnect` of one node: each side counts only

@@ -1,7 +1,8 @@
 //! Multi-node behaviour: 2 to 5 real nodes on loopback, real websocket
 //! clients, a short gossip interval (X = 100 ms). Each test reads like the
-//! contract of SPEC §6: convergence, crash, graceful leave, restart,
-//! authentication, garbage, partition, churn, repair.
+//! cluster contract (README, "A three-node cluster"; docs/protocol.md):
+//! convergence, crash, graceful leave, restart, authentication, garbage,
+//! partition, churn, repair.
 
 use std::time::Duration;
 
@@ -14,7 +15,7 @@ use tokio_tungstenite::tungstenite::Message;
 const JOIN: Duration = Duration::from_secs(10);
 /// Generous bound for tests; the timing targets live in BENCHMARKS.md.
 const CONVERGE: Duration = Duration::from_secs(5);
-/// Crash detection with the test timings (1 s probes, 1.5 s suspicion).
+/// Crash detection with the test timings (500 ms probes, 1.5 s suspicion).
 const PRUNE: Duration = Duration::from_secs(10);
 
 async fn cluster(names: &[&str]) -> Vec<TestNode> {

@@ -18,7 +18,7 @@ use std::{
 };
 
 use futures_util::{SinkExt, StreamExt};
-use headcount_server::{Listeners, Node, NodeConfig};
+use headcount_server::{Listeners, Node, NodeConfig, NodeName};
 use tokio::{
     net::{TcpListener, TcpStream, UdpSocket},
     sync::oneshot,
@@ -35,7 +35,7 @@ pub const TEST_GOSSIP_INTERVAL: Duration = Duration::from_millis(100);
 
 /// A node configuration with short timings for tests.
 pub fn test_config(name: &str) -> NodeConfig {
-    let mut config = NodeConfig::new(name);
+    let mut config = NodeConfig::new(NodeName::new(name).expect("valid node name"));
     config.gossip_interval = TEST_GOSSIP_INTERVAL;
     config.push_interval = Duration::from_millis(100);
     config.suspect_timeout = Duration::from_millis(1500);
@@ -67,7 +67,7 @@ impl TestNode {
     /// Starts a node whose gossip socket binds `gossip` (to restart a node
     /// on the same address).
     pub async fn start_on(config: NodeConfig, gossip: SocketAddr) -> Self {
-        let name = config.node_name.clone();
+        let name = config.node_name.to_string();
         let shutdown = CancellationToken::new();
         let kill = CancellationToken::new();
         let (ready_tx, ready_rx) = oneshot::channel();

@@ -1,4 +1,4 @@
-//! Single-node behaviour, as a user of one node sees it (SPEC §2–5): counts
+//! Single-node behaviour, as a user of one node sees it (README's websocket and HTTP sections): counts
 //! follow open websockets, the first frame and the pushes, topic names in
 //! URLs, every refusal before the upgrade and its order, the frame size cap,
 //! resets and idle clients, graceful shutdown, the HTTP API, and memory that
@@ -14,7 +14,7 @@ use std::{
 };
 
 use futures_util::{SinkExt, StreamExt};
-use headcount_server::{NodeConfig, ws::SessionTimings};
+use headcount_server::{NodeConfig, SessionTimings};
 use headcount_tests::{TestNode, Ws, close, eventually, next_count, test_config, wait_for_push, ws_connect};
 use serde_json::{Value, json};
 use tokio::{net::TcpSocket, time::Instant};

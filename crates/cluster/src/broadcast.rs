@@ -23,7 +23,10 @@ use headcount_counter::Topic;
 use headcount_proto::cluster::{CountUpdate, NodeRef, TopicCount};
 use prost::Message;
 
-use crate::{identity::MAX_NODE_NAME_BYTES, identity::NodeId, state::Update};
+use crate::{
+    identity::{NodeId, NodeName},
+    state::Update,
+};
 
 /// Origins remembered for de-duplication; past it the oldest is forgotten,
 /// so forged origins cannot grow memory.
@@ -203,7 +206,7 @@ pub fn encode_update(node: NodeRef, seq: u64, round: u64, counts: &[(Topic, u64)
 pub fn decode_update(data: &[u8]) -> Result<Update, BroadcastError> {
     let wire = CountUpdate::decode(data)?;
     let node = wire.node.ok_or(BroadcastError::Invalid("no origin"))?;
-    validate_name(&node.name)?;
+    NodeName::new(&node.name).map_err(|_| BroadcastError::Invalid("invalid node name"))?;
     let counts = wire
         .counts
         .into_iter()
@@ -217,14 +220,6 @@ pub fn decode_update(data: &[u8]) -> Result<Update, BroadcastError> {
         round: wire.round,
         counts,
     })
-}
-
-/// Checks a node name received from the network.
-pub fn validate_name(name: &str) -> Result<(), BroadcastError> {
-    if name.is_empty() || name.len() > MAX_NODE_NAME_BYTES || name.chars().any(char::is_control) {
-        return Err(BroadcastError::Invalid("invalid node name"));
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -1,8 +1,8 @@
 //! The gossip task: the one owner of foca, of this node's published counts
 //! and of the cluster state.
 //!
-//! It loops over `select! { biased; shutdown, timers, datagrams, commands,
-//! round }`. foca is driven through an accumulating runtime that the task
+//! It loops over `select! { biased; shutdown, timers, datagrams, state
+//! requests, commands, round }`. foca is driven through an accumulating runtime that the task
 //! drains after every input: datagrams are sealed and sent, timers go to a
 //! delay queue, membership notifications and received count updates are
 //! merged into [`ClusterState`], and a fresh [`ClusterView`] is published
@@ -17,56 +17,43 @@ use std::{
 };
 
 use foca::{AccumulatingRuntime, Config, Foca, OwnedNotification, PostcardCodec, Timer};
-use headcount_counter::{CounterTable, Topic};
-use headcount_proto::cluster::{Kind, NodeState, TopicCount};
+use headcount_counter::CounterTable;
+use headcount_proto::cluster::Kind;
 use rand::{SeedableRng, rngs::StdRng};
 use tokio::{
     net::UdpSocket,
-    sync::{mpsc, oneshot, watch},
+    sync::{mpsc, watch},
 };
 use tokio_util::{sync::CancellationToken, task::TaskTracker, time::DelayQueue};
-use tracing::{debug, info, warn};
+use tracing::{Instrument, debug, debug_span, info, info_span, warn};
 
 use crate::{
-    broadcast::{UpdateHandler, encode_update},
+    broadcast::UpdateHandler,
     envelope::Sealer,
     identity::NodeId,
     metrics::ClusterMetrics,
+    published::Published,
     state::{ClusterState, FullState, Outcome, Update},
-    sync::{self, PullError},
+    sync_client::{self, PullError},
+    sync_server::StateRequest,
+    timings::{ANNOUNCE_INTERVAL, DIGEST_INTERVAL, LIST_DOWN_FOR, PROBE_PERIOD, PROBE_RTT, STALE_AFTER_ROUNDS},
     view::{ClusterView, MemberInfo, MemberState},
 };
 
 /// foca's packet limit; with the envelope a datagram stays under 1472 bytes,
 /// the UDP payload of a 1500-byte MTU.
 const MAX_FOCA_PACKET: usize = 1400;
-/// How often SWIM probes a member, and how long it waits for a direct answer.
-const PROBE_PERIOD: Duration = Duration::from_millis(500);
-const PROBE_RTT: Duration = Duration::from_millis(200);
 /// Largest datagram accepted; anything bigger is dropped unread.
 pub(crate) const MAX_DATAGRAM: usize = 1500;
-/// Budget for one count update, leaving room in a packet for foca's header
-/// and membership updates.
-const MAX_UPDATE_BYTES: usize = 900;
-/// Above this many updates in one round, peers repair by pulling instead.
-const MAX_UPDATES_PER_ROUND: usize = 16;
-/// Down members are listed in the view this long after they went down.
-const LIST_DOWN_FOR: Duration = Duration::from_secs(300);
-/// A live member whose gossip has not been heard for this many rounds (at
-/// least) is flagged stale.
-const STALE_AFTER_ROUNDS: u32 = 5;
-/// A quiet node sends a digest at most this often, however short X is: it
-/// only refreshes liveness and reveals lost updates.
-const DIGEST_INTERVAL: Duration = Duration::from_secs(1);
+/// Depth of the gossip task's command queue.
+const COMMAND_QUEUE: usize = 256;
 
 type SwimNode = Foca<NodeId, PostcardCodec, StdRng, UpdateHandler>;
 
-/// Requests to the gossip task from other tasks.
-pub(crate) enum Command {
+/// What the task's helpers (the seed announcer, finished pulls) tell it.
+enum Command {
     /// Announce to these seed addresses (and to members down).
     Announce(Vec<SocketAddr>),
-    /// Answer with this node's published full state.
-    FullState(oneshot::Sender<NodeState>),
     /// A pull finished.
     Pulled {
         name: String,
@@ -79,95 +66,6 @@ pub(crate) struct GossipSettings {
     pub(crate) identity: NodeId,
     pub(crate) interval: Duration,
     pub(crate) suspect_timeout: Duration,
-}
-
-/// This node's own counts as published to the cluster.
-#[derive(Default)]
-struct Published {
-    seq: u64,
-    round: u64,
-    counts: HashMap<Topic, (u64, u64)>,
-}
-
-impl Published {
-    /// Turns one round's changes into encoded updates, recording them. A
-    /// quiet round gives a digest when `digest_due`, else nothing.
-    fn next_round(&mut self, identity: &NodeId, changed: Vec<(Topic, u64)>, digest_due: bool) -> Vec<Vec<u8>> {
-        self.round += 1;
-        let node = identity.node_ref();
-        if changed.is_empty() {
-            return if digest_due {
-                vec![encode_update(node, self.seq, self.round, &[])]
-            } else {
-                Vec::new()
-            };
-        }
-        let chunks = chunk(changed);
-        if chunks.len() > MAX_UPDATES_PER_ROUND {
-            // Too much for broadcasts: record it under one seq and announce
-            // that seq in a digest; peers see the gap and pull.
-            self.seq += 1;
-            for (topic, count) in chunks.into_iter().flatten() {
-                self.record(topic, count);
-            }
-            return vec![encode_update(node, self.seq, self.round, &[])];
-        }
-        chunks
-            .into_iter()
-            .map(|chunk| {
-                self.seq += 1;
-                let encoded = encode_update(node.clone(), self.seq, self.round, &chunk);
-                for (topic, count) in chunk {
-                    self.record(topic, count);
-                }
-                encoded
-            })
-            .collect()
-    }
-
-    fn record(&mut self, topic: Topic, count: u64) {
-        if count == 0 {
-            self.counts.remove(&topic);
-        } else {
-            self.counts.insert(topic, (count, self.seq));
-        }
-    }
-
-    fn full_state(&self, identity: &NodeId) -> NodeState {
-        let counts = self
-            .counts
-            .iter()
-            .map(|(topic, (count, version))| TopicCount {
-                topic: topic.to_string(),
-                count: *count,
-                version: *version,
-            })
-            .collect();
-        NodeState {
-            node: Some(identity.node_ref()),
-            seq: self.seq,
-            counts,
-        }
-    }
-}
-
-/// Splits changes into groups that each encode within [`MAX_UPDATE_BYTES`].
-fn chunk(changed: Vec<(Topic, u64)>) -> Vec<Vec<(Topic, u64)>> {
-    let mut chunks = vec![Vec::new()];
-    let mut size = 0;
-    for (topic, count) in changed {
-        // tag + length + topic + tag + varint count + message framing
-        let entry = topic.len() + 16;
-        if size + entry > MAX_UPDATE_BYTES && size > 0 {
-            chunks.push(Vec::new());
-            size = 0;
-        }
-        size += entry;
-        if let Some(last) = chunks.last_mut() {
-            last.push((topic, count));
-        }
-    }
-    chunks
 }
 
 pub(crate) struct Gossip {
@@ -184,6 +82,7 @@ pub(crate) struct Gossip {
     published: Published,
     view: watch::Sender<Arc<ClusterView>>,
     view_dirty: bool,
+    state_requests: mpsc::Receiver<StateRequest>,
     commands: mpsc::Receiver<Command>,
     commands_tx: mpsc::Sender<Command>,
     pulling: HashSet<String>,
@@ -204,15 +103,56 @@ pub(crate) struct GossipParts {
     pub(crate) sealer: Sealer,
     pub(crate) table: CounterTable,
     pub(crate) view: watch::Sender<Arc<ClusterView>>,
-    pub(crate) commands: mpsc::Receiver<Command>,
-    pub(crate) commands_tx: mpsc::Sender<Command>,
+    pub(crate) state_requests: mpsc::Receiver<StateRequest>,
     pub(crate) metrics: ClusterMetrics,
     pub(crate) tracker: TaskTracker,
     pub(crate) shutdown: CancellationToken,
 }
 
+/// Starts the gossip task and its seed announcer on `parts.tracker`; both
+/// stop on `parts.shutdown`, the gossip task after leaving the cluster.
+pub(crate) fn spawn(settings: GossipSettings, parts: GossipParts, seeds: Vec<String>) {
+    let (commands_tx, commands) = mpsc::channel(COMMAND_QUEUE);
+    let tracker = parts.tracker.clone();
+    let announcer = announce_seeds(seeds, commands_tx.clone(), parts.shutdown.clone());
+    tracker.spawn(announcer.in_current_span());
+    tracker.spawn(
+        Gossip::new(settings, parts, commands, commands_tx)
+            .run()
+            .in_current_span(),
+    );
+}
+
+/// Resolves the seeds again on every tick (DNS names of compose services or
+/// Kubernetes headless services change as nodes come and go) and asks the
+/// gossip task to announce to them.
+async fn announce_seeds(seeds: Vec<String>, commands: mpsc::Sender<Command>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(ANNOUNCE_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let mut addrs = Vec::new();
+        for seed in &seeds {
+            match tokio::net::lookup_host(seed.as_str()).await {
+                Ok(resolved) => addrs.extend(resolved),
+                Err(error) => debug!(%seed, %error, "seed does not resolve yet"),
+            }
+        }
+        // A full queue means the gossip task is busy; the next tick retries.
+        let _ = commands.try_send(Command::Announce(addrs));
+    }
+}
+
 impl Gossip {
-    pub(crate) fn new(settings: GossipSettings, parts: GossipParts) -> Self {
+    fn new(
+        settings: GossipSettings,
+        parts: GossipParts,
+        commands: mpsc::Receiver<Command>,
+        commands_tx: mpsc::Sender<Command>,
+    ) -> Self {
         let inbox = Arc::new(Mutex::new(Vec::new()));
         let handler = UpdateHandler::new(settings.identity.name.clone(), Arc::clone(&inbox));
         let foca = Foca::with_custom_broadcast(
@@ -233,15 +173,12 @@ impl Gossip {
             inbox,
             state: ClusterState::default(),
             table: parts.table,
-            published: Published {
-                seq: 0,
-                round: 0,
-                counts: HashMap::new(),
-            },
+            published: Published::default(),
             view: parts.view,
             view_dirty: true,
-            commands: parts.commands,
-            commands_tx: parts.commands_tx,
+            state_requests: parts.state_requests,
+            commands,
+            commands_tx,
             pulling: HashSet::new(),
             previous_gaps: HashSet::new(),
             down_since: HashMap::new(),
@@ -253,7 +190,7 @@ impl Gossip {
         }
     }
 
-    pub(crate) async fn run(mut self) {
+    async fn run(mut self) {
         let mut round = tokio::time::interval(self.interval);
         round.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut buf = vec![0u8; MAX_DATAGRAM + 1];
@@ -270,8 +207,15 @@ impl Gossip {
                     Ok((len, _)) => self.on_datagram(&buf[..len]),
                     Err(error) => debug!(%error, "gossip receive failed"),
                 },
+                Some(reply) = self.state_requests.recv() => {
+                    // The asker may have given up; nothing to do then.
+                    let _ = reply.send(self.published.full_state(&self.identity));
+                }
                 Some(command) = self.commands.recv() => self.on_command(command),
-                _ = round.tick() => self.on_round(),
+                _ = round.tick() => {
+                    let span = debug_span!("gossip_round", round = self.published.round() + 1);
+                    span.in_scope(|| self.on_round());
+                }
             }
             self.metrics
                 .command_queue_depth
@@ -301,10 +245,6 @@ impl Gossip {
     fn on_command(&mut self, command: Command) {
         match command {
             Command::Announce(seeds) => self.announce(seeds),
-            Command::FullState(reply) => {
-                // The asker may have given up; nothing to do then.
-                let _ = reply.send(self.published.full_state(&self.identity));
-            }
             Command::Pulled { name, result } => {
                 self.pulling.remove(&name);
                 match result {
@@ -388,10 +328,11 @@ impl Gossip {
         let sealer = self.sealer.clone();
         let commands = self.commands_tx.clone();
         let shutdown = self.shutdown.clone();
-        self.tracker.spawn(async move {
+        let span = info_span!("pull", peer = %target.name);
+        let pull = async move {
             let result = tokio::select! {
                 () = shutdown.cancelled() => return,
-                result = sync::pull(&sealer, &target) => result,
+                result = sync_client::pull(&sealer, &target) => result,
             };
             // The gossip task is gone only when shutting down.
             let _ = commands
@@ -400,7 +341,8 @@ impl Gossip {
                     result,
                 })
                 .await;
-        });
+        };
+        self.tracker.spawn(pull.instrument(span));
     }
 
     /// Drains everything foca asked for and everything it delivered, until
@@ -545,13 +487,10 @@ impl Gossip {
             })
             .collect();
         for (state, count) in [MemberState::Alive, MemberState::Suspect, MemberState::Down]
-            .iter()
+            .into_iter()
             .zip(counts)
         {
-            self.metrics
-                .members
-                .get_or_create(&[("state", state.as_str())])
-                .set(count);
+            self.metrics.set_members(state, count);
         }
         let view = ClusterView {
             self_name: self.identity.name.clone(),
@@ -575,11 +514,8 @@ impl Gossip {
     }
 }
 
-/// foca's LAN preset, probing twice as often: with a 1 s probe period a
-/// crashed node may go unprobed for up to two periods in a small cluster, and
-/// detection then took 4.5–5.1 s, too close to the 5 s the contract promises.
-/// A 500 ms period with a 200 ms round trip (generous on a LAN) brings the
-/// worst case to about 3 s, for ~300 B/s more probe traffic per node.
+/// foca's LAN preset with the probe timings of [`crate::timings`] and the
+/// operator's suspect timeout.
 fn swim_config(suspect_timeout: Duration) -> Config {
     let mut config = Config::new_lan(NonZeroU32::new(32).unwrap_or(NonZeroU32::MIN));
     config.probe_period = PROBE_PERIOD;
@@ -592,66 +528,5 @@ fn swim_config(suspect_timeout: Duration) -> Config {
 fn log_foca_error(what: &str, result: Result<(), foca::Error>) {
     if let Err(error) = result {
         debug!(%error, "foca {what} failed");
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::broadcast::decode_update;
-
-    fn topic(name: &str) -> Topic {
-        Topic::new(name).expect("valid")
-    }
-
-    fn identity() -> NodeId {
-        NodeId::starting_now("a".into(), "127.0.0.1:7946".parse().expect("addr"), 9090)
-    }
-
-    #[test]
-    fn a_quiet_round_is_one_digest_at_the_current_seq() {
-        let mut published = Published::default();
-        let node = identity();
-        let first = published.next_round(&node, vec![(topic("x"), 2)], true);
-        let quiet = published.next_round(&node, Vec::new(), true);
-        assert!(
-            published.next_round(&node, Vec::new(), false).is_empty(),
-            "no digest when none is due"
-        );
-        assert_eq!(first.len(), 1);
-        let digest = decode_update(&quiet[0]).expect("decodes");
-        assert_eq!((digest.seq, digest.round, digest.counts.len()), (1, 2, 0));
-    }
-
-    #[test]
-    fn a_big_round_splits_into_updates_that_fit_a_packet() {
-        let mut published = Published::default();
-        let node = identity();
-        let changed: Vec<_> = (0..200)
-            .map(|i| (topic(&format!("/a/fairly/long/page/path/{i:04}")), i))
-            .collect();
-        let updates = published.next_round(&node, changed, false);
-        assert!(updates.len() > 1 && updates.len() <= MAX_UPDATES_PER_ROUND);
-        assert!(
-            updates.iter().all(|u| u.len() <= MAX_UPDATE_BYTES + 64),
-            "sizes {:?}",
-            updates.iter().map(Vec::len).collect::<Vec<_>>()
-        );
-        let seqs: Vec<u64> = updates.iter().map(|u| decode_update(u).expect("decodes").seq).collect();
-        assert_eq!(seqs, (1..=updates.len() as u64).collect::<Vec<_>>());
-        assert_eq!(published.counts.len(), 199, "count 0 is not published");
-    }
-
-    #[test]
-    fn an_oversized_round_is_announced_as_a_gap_for_peers_to_pull() {
-        let mut published = Published::default();
-        let node = identity();
-        let changed: Vec<_> = (0..5_000).map(|i| (topic(&format!("/page/{i}")), 1)).collect();
-        let updates = published.next_round(&node, changed, false);
-        assert_eq!(updates.len(), 1);
-        let digest = decode_update(&updates[0]).expect("decodes");
-        assert_eq!((digest.seq, digest.counts.len()), (1, 0));
-        let state = published.full_state(&node);
-        assert_eq!((state.seq, state.counts.len()), (1, 5_000));
     }
 }

@@ -6,6 +6,10 @@
 //! incarnation. Incarnations start at the wall clock in milliseconds, so a
 //! restarted process always outranks its previous life, and a rejoin after
 //! being declared down (foca's `renew`) adds one.
+//!
+//! [`NodeName`] is the one home of the node-name rule, the way `Topic` is of
+//! the topic rule: flags, the host-name fallback and every decoder of peer
+//! messages check names through it.
 
 use std::{
     net::SocketAddr,
@@ -18,6 +22,53 @@ use serde::{Deserialize, Serialize};
 
 /// Longest node name accepted, in bytes; keeps every SWIM packet small.
 pub const MAX_NODE_NAME_BYTES: usize = 64;
+
+/// The name used when the host name is not a valid node name.
+const FALLBACK_NAME: &str = "headcount";
+
+/// A node name: 1 to [`MAX_NODE_NAME_BYTES`] bytes of UTF-8 with no control
+/// characters.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NodeName(String);
+
+/// Why a string is not a node name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("must be 1 to {MAX_NODE_NAME_BYTES} bytes without control characters")]
+pub struct InvalidNodeName;
+
+impl NodeName {
+    /// Checks `name` against the rule.
+    pub fn new(name: &str) -> Result<Self, InvalidNodeName> {
+        if name.is_empty() || name.len() > MAX_NODE_NAME_BYTES || name.chars().any(char::is_control) {
+            return Err(InvalidNodeName);
+        }
+        Ok(Self(name.to_owned()))
+    }
+
+    /// This host's name, or `headcount` when the host name breaks the rule.
+    pub fn of_this_host() -> Self {
+        Self::new(&gethostname::gethostname().to_string_lossy()).unwrap_or_else(|_| Self(FALLBACK_NAME.to_owned()))
+    }
+
+    /// The name as a string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for NodeName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::str::FromStr for NodeName {
+    type Err = InvalidNodeName;
+
+    fn from_str(name: &str) -> Result<Self, Self::Err> {
+        Self::new(name)
+    }
+}
 
 /// One incarnation of one node.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -35,12 +86,12 @@ pub struct NodeId {
 
 impl NodeId {
     /// A fresh identity for a node starting now.
-    pub fn starting_now(name: String, gossip: SocketAddr, sync_port: u16) -> Self {
+    pub fn starting_now(name: &NodeName, gossip: SocketAddr, sync_port: u16) -> Self {
         let incarnation = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(1, |since| u64::try_from(since.as_millis()).unwrap_or(u64::MAX));
         Self {
-            name,
+            name: name.to_string(),
             gossip,
             sync_port,
             incarnation,
@@ -95,10 +146,32 @@ impl Identity for NodeId {
 mod tests {
     use super::*;
 
+    fn name(name: &str) -> NodeName {
+        NodeName::new(name).expect("valid")
+    }
+
+    #[test]
+    fn node_names_follow_the_rule() {
+        assert_eq!(name("node-a").as_str(), "node-a");
+        assert_eq!(
+            name(&"x".repeat(MAX_NODE_NAME_BYTES)).as_str().len(),
+            MAX_NODE_NAME_BYTES
+        );
+        for bad in [
+            String::new(),
+            "x".repeat(MAX_NODE_NAME_BYTES + 1),
+            "a\u{1b}b".into(),
+            "a\nb".into(),
+        ] {
+            assert_eq!(NodeName::new(&bad), Err(InvalidNodeName), "{bad:?}");
+        }
+        assert!(NodeName::new(NodeName::of_this_host().as_str()).is_ok());
+    }
+
     fn id(incarnation: u64) -> NodeId {
         NodeId {
             incarnation,
-            ..NodeId::starting_now("a".into(), "127.0.0.1:7946".parse().expect("addr"), 9090)
+            ..NodeId::starting_now(&name("a"), "127.0.0.1:7946".parse().expect("addr"), 9090)
         }
     }
 
@@ -113,15 +186,15 @@ mod tests {
 
     #[test]
     fn a_restart_outranks_the_previous_process() {
-        let first = NodeId::starting_now("a".into(), "127.0.0.1:1".parse().expect("addr"), 1);
+        let first = NodeId::starting_now(&name("a"), "127.0.0.1:1".parse().expect("addr"), 1);
         std::thread::sleep(std::time::Duration::from_millis(2));
-        let second = NodeId::starting_now("a".into(), "127.0.0.1:1".parse().expect("addr"), 1);
+        let second = NodeId::starting_now(&name("a"), "127.0.0.1:1".parse().expect("addr"), 1);
         assert!(second.win_addr_conflict(&first));
     }
 
     #[test]
     fn sync_address_uses_the_gossip_ip() {
-        let node = NodeId::starting_now("a".into(), "10.1.2.3:7946".parse().expect("addr"), 9090);
+        let node = NodeId::starting_now(&name("a"), "10.1.2.3:7946".parse().expect("addr"), 9090);
         assert_eq!(node.sync_addr(), "10.1.2.3:9090".parse().expect("addr"));
     }
 }

@@ -5,19 +5,25 @@
 //! counts tagged with its incarnation and a sequence number, riding foca's
 //! custom broadcasts; a node that sees a gap pulls the peer's full state over
 //! gRPC. The merged result is a [`ClusterView`] that readers get through a
-//! `watch` channel. `docs/protocol.md` explains the protocol and its timings.
+//! `watch` channel. `docs/protocol.md` explains the protocol; [`timings`]
+//! holds every fixed timing of it.
 //!
 //! IO-free cores: [`state`] (merge rules), [`broadcast`] (codec and
-//! de-duplication), [`envelope`] (authentication). The runtime: the gossip
-//! task that owns foca, the seed announcer, and the sync service.
+//! de-duplication), [`envelope`] (authentication), `published` (this node's
+//! side of the wire). The runtime: the gossip task that owns foca and the
+//! seed announcer (`gossip`), and the two ends of repair (`sync_client`,
+//! `sync_server`).
 
 pub mod broadcast;
 pub mod envelope;
 mod gossip;
 mod identity;
 mod metrics;
+mod published;
 pub mod state;
-mod sync;
+mod sync_client;
+mod sync_server;
+pub mod timings;
 mod view;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
@@ -29,28 +35,29 @@ use tokio::{
     sync::{mpsc, watch},
 };
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
-use tracing::debug;
 
-pub use identity::{MAX_NODE_NAME_BYTES, NodeId};
+pub use identity::{InvalidNodeName, MAX_NODE_NAME_BYTES, NodeId, NodeName};
 pub use metrics::ClusterMetrics;
-pub use sync::{PullError, SyncService};
+pub use sync_client::PullError;
+pub use sync_server::SyncService;
 pub use view::{ClusterView, MemberInfo, MemberState};
 
 use crate::{
     envelope::Sealer,
-    gossip::{Command, Gossip, GossipParts, GossipSettings, MAX_DATAGRAM},
+    gossip::{GossipParts, GossipSettings, MAX_DATAGRAM},
 };
 
-/// How often seeds and down members are announced to.
-const ANNOUNCE_INTERVAL: Duration = Duration::from_secs(1);
-/// Depth of the gossip task's command queue.
-const COMMAND_QUEUE: usize = 256;
+/// Largest full state a node sends or accepts: 100k topics of 256 bytes fit
+/// well within.
+const MAX_STATE_BYTES: usize = 64 * 1024 * 1024;
+/// Full-state requests from the sync service that may wait for the gossip task.
+const STATE_REQUEST_QUEUE: usize = 16;
 
 /// How this node takes part in the cluster.
 #[derive(Debug, Clone)]
 pub struct ClusterConfig {
     /// Stable human name, shown in `/cluster`.
-    pub node_name: String,
+    pub node_name: NodeName,
     /// Gossip address other nodes use to reach this one.
     pub advertise: SocketAddr,
     /// Port of this node's gRPC server, where peers pull full state.
@@ -73,9 +80,10 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// Starts the gossip task and the seed announcer on `tracker`. `socket`
-    /// is the bound gossip socket; `table` is this node's local counts.
-    /// Both tasks stop on `shutdown`, the gossip task after leaving.
+    /// Starts the gossip task and the seed announcer on `tracker`, in the
+    /// current tracing span. `socket` is the bound gossip socket; `table` is
+    /// this node's local counts. Both tasks stop on `shutdown`, the gossip
+    /// task after leaving.
     pub fn start(
         config: ClusterConfig,
         socket: UdpSocket,
@@ -85,11 +93,12 @@ impl Cluster {
         shutdown: CancellationToken,
     ) -> Self {
         let metrics = ClusterMetrics::register(registry);
-        let identity = NodeId::starting_now(config.node_name.clone(), config.advertise, config.sync_port);
+        let identity = NodeId::starting_now(&config.node_name, config.advertise, config.sync_port);
         let sealer = Sealer::new(config.secret.as_deref(), MAX_DATAGRAM);
-        let (view_tx, view) = watch::channel(Arc::new(ClusterView::alone(config.node_name.clone(), config.advertise)));
-        let (commands_tx, commands) = mpsc::channel(COMMAND_QUEUE);
-        let sync = SyncService::new(config.node_name, sealer.clone(), commands_tx.clone(), metrics.clone());
+        let own_name = config.node_name.to_string();
+        let (view_tx, view) = watch::channel(Arc::new(ClusterView::alone(own_name.clone(), config.advertise)));
+        let (state_requests_tx, state_requests) = mpsc::channel(STATE_REQUEST_QUEUE);
+        let sync = SyncService::new(own_name, sealer.clone(), state_requests_tx, metrics.clone());
         let settings = GossipSettings {
             identity,
             interval: config.gossip_interval,
@@ -100,14 +109,12 @@ impl Cluster {
             sealer,
             table,
             view: view_tx,
-            commands,
-            commands_tx: commands_tx.clone(),
+            state_requests,
             metrics,
             tracker: tracker.clone(),
-            shutdown: shutdown.clone(),
+            shutdown,
         };
-        tracker.spawn(Gossip::new(settings, parts).run());
-        tracker.spawn(announce_seeds(config.seeds, commands_tx, shutdown));
+        gossip::spawn(settings, parts, config.seeds);
         Self { view, sync }
     }
 
@@ -119,28 +126,5 @@ impl Cluster {
     /// The sync service to mount on this node's gRPC server.
     pub fn sync_service(&self) -> SyncService {
         self.sync.clone()
-    }
-}
-
-/// Resolves the seeds again on every tick (DNS names of compose services or
-/// Kubernetes headless services change as nodes come and go) and asks the
-/// gossip task to announce to them.
-async fn announce_seeds(seeds: Vec<String>, commands: mpsc::Sender<Command>, shutdown: CancellationToken) {
-    let mut tick = tokio::time::interval(ANNOUNCE_INTERVAL);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        let mut addrs = Vec::new();
-        for seed in &seeds {
-            match tokio::net::lookup_host(seed.as_str()).await {
-                Ok(resolved) => addrs.extend(resolved),
-                Err(error) => debug!(%seed, %error, "seed does not resolve yet"),
-            }
-        }
-        // A full queue means the gossip task is busy; the next tick retries.
-        let _ = commands.try_send(Command::Announce(addrs));
     }
 }

@@ -5,6 +5,8 @@ use prometheus_client::{
     registry::Registry,
 };
 
+use crate::view::MemberState;
+
 type Labels = [(&'static str, &'static str); 1];
 
 /// Counters and gauges of the gossip task and the sync service.
@@ -71,6 +73,16 @@ impl ClusterMetrics {
             metrics.command_queue_depth.clone(),
         );
         metrics
+    }
+
+    /// Sets the gauge of members in `state`.
+    pub(crate) fn set_members(&self, state: MemberState, count: i64) {
+        let label = match state {
+            MemberState::Alive => "alive",
+            MemberState::Suspect => "suspect",
+            MemberState::Down => "down",
+        };
+        self.members.get_or_create(&[("state", label)]).set(count);
     }
 
     pub(crate) fn dropped(&self, reason: &'static str) {

@@ -90,7 +90,6 @@ struct NodeCounts {
     watermark: u64,
     applied_above: BTreeSet<u64>,
     highest_seen: u64,
-    last_round: u64,
     counts: HashMap<Topic, Versioned>,
     connections: u64,
     topics: u64,
@@ -120,7 +119,6 @@ impl ClusterState {
             watermark: 0,
             applied_above: BTreeSet::new(),
             highest_seen: 0,
-            last_round: 0,
             counts: HashMap::new(),
             connections: 0,
             topics: 0,
@@ -159,7 +157,6 @@ impl ClusterState {
             return Outcome::NotMember;
         }
         node.last_heard = now;
-        node.last_round = node.last_round.max(update.round);
         node.highest_seen = node.highest_seen.max(update.seq);
         if update.counts.is_empty() {
             return Outcome::Unchanged;
@@ -246,11 +243,6 @@ impl ClusterState {
             last_heard: node.last_heard,
             gap: node.highest_seen > node.watermark,
         })
-    }
-
-    /// The latest gossip round heard from a node.
-    pub fn last_round(&self, name: &str) -> Option<u64> {
-        self.nodes.get(name).map(|node| node.last_round)
     }
 }
 

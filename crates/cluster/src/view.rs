@@ -7,8 +7,7 @@ use std::{net::SocketAddr, time::Instant};
 use headcount_counter::Topic;
 
 /// Liveness of a member as SWIM decided it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MemberState {
     /// Answers probes; its counts are included.
     Alive,
@@ -16,17 +15,6 @@ pub enum MemberState {
     Suspect,
     /// Declared down or left; its counts are dropped.
     Down,
-}
-
-impl MemberState {
-    /// The name used in the HTTP API.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Alive => "alive",
-            Self::Suspect => "suspect",
-            Self::Down => "down",
-        }
-    }
 }
 
 /// One remote member, as this node sees it.

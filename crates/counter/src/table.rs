@@ -226,12 +226,6 @@ impl CounterTable {
         }
     }
 
-    /// Whether a join on `topic` would pass the topic limit right now.
-    pub fn has_room_for(&self, topic: &Topic) -> bool {
-        self.inner.live_topics.load(Ordering::SeqCst) < self.inner.max_topics
-            || self.inner.topics.contains_key(topic.as_str())
-    }
-
     /// This node's live count for `topic` (0 when unknown).
     pub fn count(&self, topic: &str) -> u64 {
         self.inner.topics.get(topic).map_or(0, |entry| entry.total())
@@ -440,8 +434,6 @@ mod tests {
             table.join(&topic("c")).err(),
             Some(JoinError::TooManyTopics { limit: 2 })
         );
-        assert!(!table.has_room_for(&topic("c")));
-        assert!(table.has_room_for(&topic("a")));
         let _a2 = table.join(&topic("a")).expect("existing topic joins");
         drop(_b);
         assert!(table.join(&topic("c")).is_ok());

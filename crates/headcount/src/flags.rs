@@ -1,9 +1,18 @@
 //! Command-line flags, each also read from `HEADCOUNT_<FLAG>`. A bad value
-//! exits non-zero with one line naming the flag.
+//! exits non-zero with one line naming the flag. Defaults of node settings
+//! are read from [`NodeConfig::default`], their one home.
 
-use std::{net::SocketAddr, path::PathBuf, time::Duration};
+use std::{fmt, net::SocketAddr, path::PathBuf, str::FromStr, sync::LazyLock, time::Duration};
 
 use clap::{Parser, ValueEnum};
+use headcount_server::{NodeConfig, NodeName};
+
+/// The node defaults that flags show and fall back to.
+static DEFAULTS: LazyLock<NodeConfig> = LazyLock::new(NodeConfig::default);
+
+fn default_count(value: usize) -> u64 {
+    u64::try_from(value).unwrap_or(u64::MAX)
+}
 
 /// headcount: live, cluster-wide visitor counts over websockets.
 #[derive(Debug, Parser)]
@@ -36,20 +45,20 @@ pub struct Flags {
     pub seeds: Vec<String>,
 
     /// Stable human name shown in /cluster [default: host name].
-    #[arg(long, env = "HEADCOUNT_NODE_NAME", value_parser = parse_node_name, value_name = "NAME")]
-    pub node_name: Option<String>,
+    #[arg(long, env = "HEADCOUNT_NODE_NAME", value_name = "NAME")]
+    pub node_name: Option<NodeName>,
 
     /// How often a node disseminates its changed counts (X).
-    #[arg(long, env = "HEADCOUNT_GOSSIP_INTERVAL", default_value = "1s", value_parser = parse_interval, value_name = "DURATION")]
-    pub gossip_interval: Duration,
+    #[arg(long, env = "HEADCOUNT_GOSSIP_INTERVAL", default_value_t = Interval(DEFAULTS.gossip_interval), value_name = "DURATION")]
+    pub gossip_interval: Interval,
 
     /// How long a suspected node may answer before it is declared down.
-    #[arg(long, env = "HEADCOUNT_SUSPECT_TIMEOUT", default_value = "1500ms", value_parser = parse_interval, value_name = "DURATION")]
-    pub suspect_timeout: Duration,
+    #[arg(long, env = "HEADCOUNT_SUSPECT_TIMEOUT", default_value_t = Interval(DEFAULTS.suspect_timeout), value_name = "DURATION")]
+    pub suspect_timeout: Interval,
 
     /// The most often a websocket or gRPC watcher is sent a changed count.
-    #[arg(long, env = "HEADCOUNT_PUSH_INTERVAL", default_value = "1s", value_parser = parse_interval, value_name = "DURATION")]
-    pub push_interval: Duration,
+    #[arg(long, env = "HEADCOUNT_PUSH_INTERVAL", default_value_t = Interval(DEFAULTS.push_interval), value_name = "DURATION")]
+    pub push_interval: Interval,
 
     /// Local counter shards that connections are spread over [default: number of CPUs].
     #[arg(long, env = "HEADCOUNT_SHARDS", allow_negative_numbers = true, value_parser = clap::value_parser!(u16).range(1..=1024), value_name = "N")]
@@ -70,15 +79,15 @@ pub struct Flags {
     pub cluster_secret_file: Option<PathBuf>,
 
     /// Websocket connections this node accepts.
-    #[arg(long, env = "HEADCOUNT_MAX_CONNECTIONS", allow_negative_numbers = true, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..=100_000_000), value_name = "N")]
+    #[arg(long, env = "HEADCOUNT_MAX_CONNECTIONS", allow_negative_numbers = true, default_value_t = default_count(DEFAULTS.max_connections), value_parser = clap::value_parser!(u64).range(1..=100_000_000), value_name = "N")]
     pub max_connections: u64,
 
     /// Websocket connections per client IP.
-    #[arg(long, env = "HEADCOUNT_MAX_CONNECTIONS_PER_IP", allow_negative_numbers = true, default_value_t = 1_000, value_parser = clap::value_parser!(u32).range(1..), value_name = "N")]
+    #[arg(long, env = "HEADCOUNT_MAX_CONNECTIONS_PER_IP", allow_negative_numbers = true, default_value_t = DEFAULTS.max_connections_per_ip, value_parser = clap::value_parser!(u32).range(1..), value_name = "N")]
     pub max_connections_per_ip: u32,
 
     /// Distinct topics with live connections on this node.
-    #[arg(long, env = "HEADCOUNT_MAX_TOPICS", allow_negative_numbers = true, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..=100_000_000), value_name = "N")]
+    #[arg(long, env = "HEADCOUNT_MAX_TOPICS", allow_negative_numbers = true, default_value_t = default_count(DEFAULTS.max_topics), value_parser = clap::value_parser!(u64).range(1..=100_000_000), value_name = "N")]
     pub max_topics: u64,
 
     /// Comma-separated Origins allowed to open websockets [default: any].
@@ -104,20 +113,26 @@ pub enum LogFormat {
     Json,
 }
 
-fn parse_interval(value: &str) -> Result<Duration, String> {
-    let duration = humantime::parse_duration(value).map_err(|error| format!("{error} (use e.g. 500ms, 1s, 2m)"))?;
-    if duration.is_zero() {
-        return Err("must be greater than zero".into());
+/// A duration flag: `500ms`, `1s`, `2m`; never zero.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Interval(pub Duration);
+
+impl FromStr for Interval {
+    type Err = String;
+
+    fn from_str(value: &str) -> Result<Self, String> {
+        let duration = humantime::parse_duration(value).map_err(|error| format!("{error} (use e.g. 500ms, 1s, 2m)"))?;
+        if duration.is_zero() {
+            return Err("must be greater than zero".into());
+        }
+        Ok(Self(duration))
     }
-    Ok(duration)
 }
 
-fn parse_node_name(value: &str) -> Result<String, String> {
-    let max = headcount_server::MAX_NODE_NAME_BYTES;
-    if value.is_empty() || value.len() > max || value.chars().any(char::is_control) {
-        return Err(format!("must be 1 to {max} bytes without control characters"));
+impl fmt::Display for Interval {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        humantime::format_duration(self.0).fmt(f)
     }
-    Ok(value.to_owned())
 }
 
 #[cfg(test)]
@@ -134,8 +149,8 @@ mod tests {
         assert_eq!(flags.http, "127.0.0.1:8080".parse().expect("addr"));
         assert_eq!(flags.grpc, "127.0.0.1:9090".parse().expect("addr"));
         assert_eq!(flags.gossip, "127.0.0.1:7946".parse().expect("addr"));
-        assert_eq!(flags.gossip_interval, Duration::from_secs(1));
-        assert_eq!(flags.push_interval, Duration::from_secs(1));
+        assert_eq!(flags.gossip_interval, Interval(Duration::from_secs(1)));
+        assert_eq!(flags.push_interval, Interval(Duration::from_secs(1)));
         assert_eq!(
             (flags.max_connections, flags.max_connections_per_ip, flags.max_topics),
             (1_000_000, 1_000, 100_000)
@@ -155,8 +170,8 @@ mod tests {
             "a:1,b:2",
         ])
         .expect("parses");
-        assert_eq!(flags.gossip_interval, Duration::from_millis(500));
-        assert_eq!(flags.push_interval, Duration::from_secs(120));
+        assert_eq!(flags.gossip_interval, Interval(Duration::from_millis(500)));
+        assert_eq!(flags.push_interval, Interval(Duration::from_secs(120)));
         assert_eq!(flags.seeds, vec!["a:1".to_owned(), "b:2".to_owned()]);
     }
 

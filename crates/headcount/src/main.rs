@@ -3,7 +3,7 @@
 
 mod flags;
 
-use std::{net::SocketAddr, process::ExitCode, time::Duration};
+use std::{io::IsTerminal, net::SocketAddr, process::ExitCode, time::Duration};
 
 use anyhow::{Context, anyhow};
 use clap::Parser;
@@ -51,7 +51,10 @@ fn main() -> ExitCode {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -93,11 +96,10 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
 }
 
 async fn node_config(flags: &Flags) -> anyhow::Result<NodeConfig> {
-    let name = match &flags.node_name {
-        Some(name) => name.clone(),
-        None => host_name(),
-    };
-    let mut config = NodeConfig::new(name);
+    let mut config = NodeConfig::default();
+    if let Some(name) = &flags.node_name {
+        config.node_name = name.clone();
+    }
     config.advertise = Some(advertise_addr(flags).await?);
     config.seeds = flags
         .seeds
@@ -105,9 +107,9 @@ async fn node_config(flags: &Flags) -> anyhow::Result<NodeConfig> {
         .map(|seed| seed.trim().to_owned())
         .filter(|seed| !seed.is_empty())
         .collect();
-    config.gossip_interval = flags.gossip_interval;
-    config.suspect_timeout = flags.suspect_timeout;
-    config.push_interval = flags.push_interval;
+    config.gossip_interval = flags.gossip_interval.0;
+    config.suspect_timeout = flags.suspect_timeout.0;
+    config.push_interval = flags.push_interval.0;
     if let Some(shards) = flags.shards {
         config.shards = usize::from(shards);
     }
@@ -119,16 +121,6 @@ async fn node_config(flags: &Flags) -> anyhow::Result<NodeConfig> {
         config.allowed_origins = Some(flags.allowed_origins.clone());
     }
     Ok(config)
-}
-
-fn host_name() -> String {
-    let name = gethostname::gethostname().to_string_lossy().into_owned();
-    let max = headcount_server::MAX_NODE_NAME_BYTES;
-    if name.is_empty() || name.len() > max || name.chars().any(char::is_control) {
-        "headcount".to_owned()
-    } else {
-        name
-    }
 }
 
 /// `--advertise` if given (a host name is resolved once, at start); else the
@@ -183,4 +175,20 @@ async fn wait_for_signal() -> anyhow::Result<()> {
         _ = terminate.recv() => {}
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn default_flags_give_the_library_defaults() {
+        let flags = Flags::try_parse_from(["headcount"]).expect("parses");
+        let config = node_config(&flags).await.expect("configures");
+        let expected = NodeConfig {
+            advertise: Some(flags.gossip),
+            ..NodeConfig::default()
+        };
+        assert_eq!(config, expected);
+    }
 }

@@ -78,7 +78,8 @@ impl Admission {
     }
 
     /// Distinct client addresses with open connections.
-    pub fn distinct_ips(&self) -> usize {
+    #[cfg(test)]
+    fn distinct_ips(&self) -> usize {
         self.per_ip.counts.len()
     }
 }

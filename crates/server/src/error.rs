@@ -6,10 +6,9 @@ use axum::{
     http::{HeaderValue, StatusCode, header::RETRY_AFTER},
     response::{IntoResponse, Response},
 };
-use headcount_counter::TopicError;
 use serde_json::json;
 
-use crate::admission::Refusal;
+use crate::{admission::Refusal, params::ParamError};
 
 /// Seconds a client is told to wait when the node is full.
 const RETRY_AFTER_SECONDS: &str = "5";
@@ -58,16 +57,11 @@ impl ApiError {
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, message)
     }
-
-    /// The status code.
-    pub fn status(&self) -> StatusCode {
-        self.status
-    }
 }
 
-impl From<TopicError> for ApiError {
-    fn from(error: TopicError) -> Self {
-        Self::bad_request(format!("invalid topic: {error}"))
+impl From<ParamError> for ApiError {
+    fn from(error: ParamError) -> Self {
+        Self::bad_request(error.to_string())
     }
 }
 

@@ -4,7 +4,6 @@
 use std::{pin::Pin, sync::Arc};
 
 use futures_util::{Stream, StreamExt, stream};
-use headcount_counter::Topic;
 use headcount_proto::v1::{
     self, GetCountRequest, ListMembersRequest, ListMembersResponse, ListTopicsRequest, ListTopicsResponse, MemberState,
     TopicTotal, WatchCountRequest, cluster_server, counter_server,
@@ -14,10 +13,10 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use crate::{
-    http::validate_prefix,
     metrics::NodeMetrics,
+    params::{ListRequest, topic},
     push::Hub,
-    query::{DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT, Query, TopicCount},
+    query::{Query, TopicCount},
 };
 
 /// `headcount.v1.Counter`.
@@ -39,10 +38,6 @@ impl CounterApi {
             shutdown,
         }
     }
-}
-
-fn topic(name: &str) -> Result<Topic, Status> {
-    Topic::new(name).map_err(|error| Status::invalid_argument(format!("invalid topic: {error}")))
 }
 
 impl From<TopicCount> for v1::TopicCount {
@@ -67,18 +62,8 @@ impl counter_server::Counter for CounterApi {
 
     async fn list_topics(&self, request: Request<ListTopicsRequest>) -> Result<Response<ListTopicsResponse>, Status> {
         let request = request.into_inner();
-        validate_prefix(&request.prefix)
-            .map_err(|_| Status::invalid_argument("invalid prefix: at most 256 bytes, no control characters"))?;
-        let limit = match usize::try_from(request.limit).unwrap_or(usize::MAX) {
-            0 => DEFAULT_LIST_LIMIT,
-            limit @ 1..=MAX_LIST_LIMIT => limit,
-            _ => {
-                return Err(Status::invalid_argument(format!(
-                    "limit must be at most {MAX_LIST_LIMIT}"
-                )));
-            }
-        };
-        let list = self.query.list(&request.prefix, limit);
+        let request = ListRequest::from_grpc(request.prefix, request.limit)?;
+        let list = self.query.list(&request.prefix, request.limit);
         let topics = list
             .topics
             .into_iter()

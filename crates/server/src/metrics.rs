@@ -8,6 +8,8 @@ use prometheus_client::{
     registry::Registry,
 };
 
+use headcount_counter::CounterTable;
+
 use crate::{push::Hub, query::Query};
 
 type Labels = [(&'static str, &'static str); 1];
@@ -74,8 +76,13 @@ impl NodeMetrics {
     }
 
     /// Reads the gauges and encodes the whole registry.
-    pub fn render(&self, registry: &Registry, query: &Query, hub: &Hub) -> Result<String, std::fmt::Error> {
-        let table = query.table();
+    pub(crate) fn render(
+        &self,
+        registry: &Registry,
+        table: &CounterTable,
+        query: &Query,
+        hub: &Hub,
+    ) -> Result<String, std::fmt::Error> {
         self.connections
             .set(i64::try_from(table.connections()).unwrap_or(i64::MAX));
         self.topics.set(i64::try_from(table.topics()).unwrap_or(i64::MAX));

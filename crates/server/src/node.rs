@@ -11,7 +11,7 @@
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-use headcount_cluster::{Cluster, ClusterConfig};
+use headcount_cluster::{Cluster, ClusterConfig, NodeName};
 use headcount_counter::CounterTable;
 use headcount_proto::v1::{cluster_server::ClusterServer, counter_server::CounterServer};
 use prometheus_client::registry::Registry;
@@ -19,13 +19,12 @@ use tokio::net::{TcpListener, UdpSocket};
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tonic_health::ServingStatus;
-use tracing::{error, info};
+use tracing::{Instrument, error, info, info_span};
 
 use crate::{
-    AppState,
     admission::Admission,
+    app::{AppState, app},
     grpc::{ClusterApi, CounterApi},
-    http,
     metrics::NodeMetrics,
     push::Hub,
     query::Query,
@@ -33,10 +32,12 @@ use crate::{
 };
 
 /// Everything a node is configured with (the binary maps flags onto it).
-#[derive(Debug, Clone)]
+/// [`Default`] is the product contract's defaults, the one place they are
+/// written: the binary's flags default to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeConfig {
     /// Stable human name shown in `/cluster`.
-    pub node_name: String,
+    pub node_name: NodeName,
     /// Gossip address other nodes use; none: the gossip socket's address.
     pub advertise: Option<SocketAddr>,
     /// `host:port` gossip addresses to join.
@@ -64,10 +65,20 @@ pub struct NodeConfig {
 }
 
 impl NodeConfig {
-    /// The defaults of the product contract, for a node named `node_name`.
-    pub fn new(node_name: impl Into<String>) -> Self {
+    /// The defaults, for a node named `node_name`.
+    pub fn new(node_name: NodeName) -> Self {
         Self {
-            node_name: node_name.into(),
+            node_name,
+            ..Self::default()
+        }
+    }
+}
+
+impl Default for NodeConfig {
+    /// The product contract's defaults; the node is named after this host.
+    fn default() -> Self {
+        Self {
+            node_name: NodeName::of_this_host(),
             advertise: None,
             seeds: Vec::new(),
             gossip_interval: Duration::from_secs(1),
@@ -130,6 +141,7 @@ impl Node {
         if advertise.ip().is_unspecified() {
             return Err(StartError::Unroutable(advertise));
         }
+        let span = info_span!("node", node = %config.node_name);
         let tracker = TaskTracker::new();
         let mut registry = Registry::default();
         let table = CounterTable::new(config.shards, config.max_topics);
@@ -142,19 +154,22 @@ impl Node {
             suspect_timeout: config.suspect_timeout,
             secret: config.cluster_secret.clone(),
         };
-        let cluster = Cluster::start(
-            cluster_config,
-            listeners.gossip,
-            table.clone(),
-            &mut registry,
-            &tracker,
-            shutdown.clone(),
-        );
-        let query = Query::new(table, cluster.view());
+        let cluster = span.in_scope(|| {
+            Cluster::start(
+                cluster_config,
+                listeners.gossip,
+                table.clone(),
+                &mut registry,
+                &tracker,
+                shutdown.clone(),
+            )
+        });
+        let query = Query::new(table.clone(), cluster.view());
         let metrics = NodeMetrics::register(&mut registry);
         let hub = Arc::new(Hub::default());
         let state = Arc::new(AppState {
             query: query.clone(),
+            table,
             hub: Arc::clone(&hub),
             admission: Admission::new(
                 config.allowed_origins.clone(),
@@ -170,17 +185,17 @@ impl Node {
         });
 
         let push = (Arc::clone(&hub), query.clone(), shutdown.clone());
-        tracker.spawn(async move { push.0.run(push.1, config.push_interval, push.2).await });
-        tracker.spawn(serve_http(listeners.http, state, shutdown.clone()));
+        tracker.spawn(async move { push.0.run(push.1, config.push_interval, push.2).await }.instrument(span.clone()));
+        tracker.spawn(serve_http(listeners.http, state, shutdown.clone()).instrument(span.clone()));
         let grpc = GrpcParts {
             query,
             hub,
             metrics,
             sync: cluster.sync_service(),
         };
-        tracker.spawn(serve_grpc(listeners.grpc, grpc, shutdown));
+        tracker.spawn(serve_grpc(listeners.grpc, grpc, shutdown).instrument(span.clone()));
         tracker.close();
-        info!(node = %config.node_name, %http_addr, %grpc_addr, %gossip_addr, %advertise, "node started");
+        span.in_scope(|| info!(%http_addr, %grpc_addr, %gossip_addr, %advertise, "node started"));
         Ok(Self {
             http_addr,
             grpc_addr,
@@ -196,7 +211,7 @@ impl Node {
 }
 
 async fn serve_http(listener: TcpListener, state: Arc<AppState>, shutdown: CancellationToken) {
-    let app = http::router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let app = app(state).into_make_service_with_connect_info::<SocketAddr>();
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await;

@@ -1,5 +1,6 @@
 //! The one query layer: HTTP, websocket and gRPC all read counts here, so no
-//! counting rule is written twice.
+//! counting rule is written twice. It only reads: joins go to the counting
+//! table itself.
 //!
 //! A topic's cluster-wide count is this node's live local count plus the sum
 //! of the latest counts of the other live nodes, taken from the newest
@@ -11,11 +12,6 @@ use headcount_cluster::{ClusterView, MemberState};
 use headcount_counter::{CounterTable, Topic};
 use serde::Serialize;
 use tokio::sync::watch;
-
-/// Default number of topics a listing returns.
-pub const DEFAULT_LIST_LIMIT: usize = 100;
-/// Largest number of topics a listing returns.
-pub const MAX_LIST_LIMIT: usize = 10_000;
 
 /// A topic's count as this node sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -55,7 +51,8 @@ pub struct Member {
     pub name: String,
     /// Gossip address.
     pub addr: String,
-    /// `alive`, `suspect` or `down`.
+    /// SWIM's verdict; each edge spells it its own way.
+    #[serde(skip)]
     pub state: MemberState,
     /// Connections counted on the member.
     pub connections: u64,
@@ -88,11 +85,6 @@ impl Query {
     /// Reads `table` (local) and the views published on `view` (remote).
     pub fn new(table: CounterTable, view: watch::Receiver<Arc<ClusterView>>) -> Self {
         Self { table, view }
-    }
-
-    /// The local counting table.
-    pub fn table(&self) -> &CounterTable {
-        &self.table
     }
 
     /// The newest cluster view.

@@ -26,12 +26,14 @@ use headcount_counter::{Presence, Topic};
 use serde::Serialize;
 use tokio::{sync::watch, time::Instant};
 use tokio_util::task::task_tracker::TaskTrackerToken;
+use tracing::{Instrument, debug_span};
 
 use crate::{
-    AppState,
     admission::{Admitted, Refusal},
+    app::AppState,
     error::ApiError,
     metrics::WatcherGuard,
+    params::{topic_from_path, watch_flag},
 };
 
 /// Largest data frame a client may send; a larger one closes with 1009.
@@ -47,7 +49,7 @@ const CLOSE_GOING_AWAY: u16 = 1001;
 const CLOSE_TOO_BIG: u16 = 1009;
 
 /// Timings of a session.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SessionTimings {
     /// Silence after which the server sends a ping.
     pub ping_after: Duration,
@@ -78,8 +80,8 @@ pub(crate) async fn handler(
     headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
-    let topic = crate::http::topic_from_path(&uri, "/ws/")?;
-    let watch_only = watch_param(uri.query())?;
+    let topic = topic_from_path(&uri, "/ws/")?;
+    let watch_only = watch_flag(uri.query())?;
     let origin = headers.get(ORIGIN).and_then(|value| value.to_str().ok());
     let refused = |refusal: Refusal| {
         app.metrics
@@ -94,13 +96,15 @@ pub(crate) async fn handler(
     let presence = if watch_only {
         None
     } else {
-        Some(app.query.table().join(&topic).map_err(|error| {
+        Some(app.table.join(&topic).map_err(|error| {
             app.metrics.refused.get_or_create(&[("reason", "max_topics")]).inc();
             ApiError::unavailable(error.to_string())
         })?)
     };
     let kind = if watch_only { "watch" } else { "counted" };
     app.metrics.sessions_opened.get_or_create(&[("kind", kind)]).inc();
+    // Never the peer's address: logs must not hold client IPs.
+    let span = debug_span!("session", topic = %topic, kind);
     let session = Session {
         updates: app.hub.subscribe(&topic, app.query.count(&topic).count),
         topic,
@@ -116,21 +120,8 @@ pub(crate) async fn handler(
         .max_write_buffer_size(MAX_WRITE_BUFFER)
         .max_message_size(MAX_CLIENT_FRAME)
         .max_frame_size(MAX_CLIENT_FRAME)
-        .on_upgrade(move |socket| session.run(socket))
+        .on_upgrade(move |socket| session.run(socket).instrument(span))
         .into_response())
-}
-
-fn watch_param(query: Option<&str>) -> Result<bool, ApiError> {
-    let mut watch = false;
-    for pair in query.unwrap_or_default().split('&').filter(|pair| !pair.is_empty()) {
-        match pair.split_once('=').unwrap_or((pair, "")) {
-            ("watch", "1" | "true") => watch = true,
-            ("watch", "0" | "false") => watch = false,
-            ("watch", _) => return Err(ApiError::bad_request("watch must be 1, true, 0 or false")),
-            _ => {}
-        }
-    }
-    Ok(watch)
 }
 
 fn refusal_label(refusal: Refusal) -> &'static str {
@@ -255,18 +246,4 @@ fn is_too_big(error: &axum::Error) -> bool {
     std::error::Error::source(error)
         .and_then(|source| source.downcast_ref::<tungstenite::Error>())
         .is_some_and(|error| matches!(error, tungstenite::Error::Capacity(_)))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn watch_parameter_forms() {
-        assert_eq!(watch_param(None).ok(), Some(false));
-        assert_eq!(watch_param(Some("watch=1")).ok(), Some(true));
-        assert_eq!(watch_param(Some("a=b&watch=true")).ok(), Some(true));
-        assert_eq!(watch_param(Some("watch=0")).ok(), Some(false));
-        assert!(watch_param(Some("watch=yes")).is_err());
-    }
 }
