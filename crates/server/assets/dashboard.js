@@ -159,7 +159,12 @@
   let totalStream = null;
 
   function onTotal({ data }) {
-    setText(totalEl, data.total);
+    showTotal(data.total);
+  }
+
+  function showTotal(n) {
+    setText(totalEl, n);
+    document.title = `${n} \u00b7 headcount`;
   }
 
   function openTotal(needed) {
@@ -200,7 +205,7 @@
 
   function onTopics({ data }) {
     setText(prefixTotal, data.total);
-    if (!openPrefix) setText(totalEl, data.total);
+    if (!openPrefix) showTotal(data.total);
     const list = Array.isArray(data.topics) ? data.topics : [];
     const max = list.reduce((m, t) => Math.max(m, t.count), 0);
     const seen = new Set();
@@ -397,8 +402,9 @@
   }
 
   function drawChart() {
-    const W = Math.max(chart.clientWidth, 200);
-    const H = Math.max(chart.clientHeight, 120);
+    const box = chart.getBoundingClientRect();
+    const W = Math.max(Math.round(box.width), 200);
+    const H = Math.max(Math.round(box.height), 120);
     chart.setAttribute("viewBox", `0 0 ${W} ${H}`);
     const padL = 4, padR = 4, padT = 18, padB = 22;
     const plotW = W - padL - padR;
