@@ -75,6 +75,13 @@ impl ClusterView {
         self.totals.iter().map(|(topic, count)| (topic, *count))
     }
 
+    /// Connections on the remote members, summed (down members count 0).
+    pub fn remote_connections(&self) -> u64 {
+        self.members
+            .iter()
+            .fold(0u64, |sum, member| sum.saturating_add(member.connections))
+    }
+
     /// Number of remote nodes whose counts are included.
     pub fn live_remote_nodes(&self) -> usize {
         self.live_remote

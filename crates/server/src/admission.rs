@@ -25,6 +25,17 @@ pub enum Refusal {
     NodeFull,
 }
 
+impl Refusal {
+    /// The reason label in `/metrics`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Origin => "origin",
+            Self::PerIp => "per_ip",
+            Self::NodeFull => "max_connections",
+        }
+    }
+}
+
 /// The limits of one node.
 pub struct Admission {
     allowed_origins: Option<Vec<String>>,
@@ -54,6 +65,11 @@ impl Admission {
             max_per_ip,
             connections: Arc::new(Semaphore::new(max_connections.min(Semaphore::MAX_PERMITS))),
         }
+    }
+
+    /// Whether every origin is allowed (no `--allowed-origins`).
+    pub fn any_origin(&self) -> bool {
+        self.allowed_origins.is_none()
     }
 
     /// Checks the origin (403).

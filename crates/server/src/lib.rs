@@ -2,16 +2,21 @@
 //!
 //! A count travels: websocket session (`ws`) → presence in the local
 //! counting table → gossip (headcount-cluster) → cluster view → the query
-//! layer (`query`) → HTTP (`http`), websocket pushes (`push`) and gRPC
-//! (`grpc`). Parameter rules shared by the edges live in `params`; `app`
-//! routes HTTP paths to the edges; [`Node`] starts all of it under one
-//! shutdown token.
+//! layer (`query`) → HTTP (`http`), websocket pushes (`push`), live
+//! streams for pages (`live`, with the one-hour `chart`) and gRPC (`grpc`).
+//! Parameter rules shared by the edges live in `params`; `app` routes HTTP
+//! paths to the edges and to the browser files (`assets`); [`Node`] starts
+//! all of it under one shutdown token.
 
 mod admission;
 mod app;
+mod assets;
+mod chart;
 mod error;
 mod grpc;
 mod http;
+mod json;
+mod live;
 mod metrics;
 mod node;
 mod params;

@@ -15,7 +15,10 @@ use headcount_cluster::{Cluster, ClusterConfig, NodeName};
 use headcount_counter::CounterTable;
 use headcount_proto::v1::{cluster_server::ClusterServer, counter_server::CounterServer};
 use prometheus_client::registry::Registry;
-use tokio::net::{TcpListener, UdpSocket};
+use tokio::{
+    net::{TcpListener, UdpSocket},
+    sync::watch,
+};
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tonic_health::ServingStatus;
@@ -24,6 +27,7 @@ use tracing::{Instrument, error, info, info_span};
 use crate::{
     admission::Admission,
     app::{AppState, app},
+    chart,
     grpc::{ClusterApi, CounterApi},
     metrics::NodeMetrics,
     push::Hub,
@@ -167,6 +171,9 @@ impl Node {
         let query = Query::new(table.clone(), cluster.view());
         let metrics = NodeMetrics::register(&mut registry);
         let hub = Arc::new(Hub::default());
+        let (chart_tx, chart) = watch::channel(Arc::default());
+        let sampler = chart::run(query.clone(), chart_tx, shutdown.clone());
+        tracker.spawn(sampler.instrument(span.clone()));
         let state = Arc::new(AppState {
             query: query.clone(),
             table,
@@ -180,6 +187,8 @@ impl Node {
             registry: Arc::new(registry),
             needs_join: !config.seeds.is_empty(),
             timings: config.session,
+            push_interval: config.push_interval,
+            chart,
             shutdown: shutdown.clone(),
             tracker: tracker.clone(),
         });

@@ -3,8 +3,9 @@
 //! [`ParamError`] becomes HTTP 400 at the HTTP edge and `INVALID_ARGUMENT`
 //! at the gRPC edge.
 
-use axum::http::Uri;
+use axum::{extract::rejection::QueryRejection, http::Uri};
 use headcount_counter::{MAX_TOPIC_BYTES, Topic, TopicError};
+use serde::Deserialize;
 
 /// Default number of topics a listing returns.
 pub const DEFAULT_LIST_LIMIT: usize = 100;
@@ -41,7 +42,7 @@ pub fn topic(name: &str) -> Result<Topic, ParamError> {
 }
 
 /// Which topics a listing covers and how many it returns.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ListRequest {
     /// Topics starting with this; empty: all.
     pub prefix: String,
@@ -88,6 +89,24 @@ impl ListRequest {
             _ => return Err(ParamError(format!("limit must be at most {MAX_LIST_LIMIT}"))),
         };
         Ok(Self { prefix, limit })
+    }
+}
+
+/// `?prefix=…&limit=…` of a listing, before its rules are checked.
+#[derive(Deserialize)]
+pub(crate) struct ListParams {
+    prefix: Option<String>,
+    limit: Option<String>,
+}
+
+impl ListParams {
+    /// Checks the parameters; an unparsable query string breaks the rules too.
+    pub(crate) fn parse(
+        params: Result<axum::extract::Query<Self>, QueryRejection>,
+        min: MinLimit,
+    ) -> Result<ListRequest, ParamError> {
+        let axum::extract::Query(params) = params.map_err(|rejection| ParamError(rejection.body_text()))?;
+        ListRequest::from_http(params.prefix, params.limit.as_deref(), min)
     }
 }
 

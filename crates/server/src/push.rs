@@ -1,12 +1,19 @@
-//! Pushing count changes to watchers (websocket sessions and gRPC streams).
+//! Pushing count changes to watchers (websocket sessions, gRPC streams and
+//! live listings).
 //!
-//! One `watch` channel per watched topic holds its cluster-wide count. A
-//! single task refreshes every watched topic once per `--push-interval` and
-//! only bumps a channel when the count changed, so a watcher is woken at most
-//! once per interval and only for a change, and idle watchers cost no timer.
+//! One `watch` channel per watched topic holds its cluster-wide count, and
+//! one per watched listing (prefix and limit) holds the listing. A single
+//! task refreshes every watched topic and listing once per `--push-interval`
+//! and only bumps a channel when its value changed, so a watcher is woken at
+//! most once per interval and only for a change, idle watchers cost no
+//! timer, and a thousand pages showing one site's total cost one listing a
+//! round, not a thousand.
 
 use std::{
-    sync::atomic::{AtomicBool, Ordering},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     time::Duration,
 };
 
@@ -15,7 +22,10 @@ use headcount_counter::Topic;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::query::Query;
+use crate::{
+    params::ListRequest,
+    query::{Query, TopicList},
+};
 
 /// Per-topic channels of cluster-wide counts.
 ///
@@ -25,6 +35,7 @@ use crate::query::Query;
 #[derive(Default)]
 pub struct Hub {
     topics: DashMap<Topic, watch::Sender<u64>>,
+    listings: DashMap<ListRequest, watch::Sender<Arc<TopicList>>>,
     closed: AtomicBool,
 }
 
@@ -44,10 +55,22 @@ impl Hub {
         receiver
     }
 
+    /// Watches a listing; a listing nobody watched yet is read from `query`
+    /// now. The receiver's current value is the listing to send first.
+    pub fn subscribe_listing(&self, request: &ListRequest, query: &Query) -> watch::Receiver<Arc<TopicList>> {
+        let entry = self.listings.entry(request.clone());
+        let current = || Arc::new(query.list(&request.prefix, request.limit));
+        if self.closed.load(Ordering::SeqCst) {
+            return watch::channel(current()).1;
+        }
+        entry.or_insert_with(|| watch::channel(current()).0).subscribe()
+    }
+
     /// Ends every watch: current and future receivers see the channel closed.
     pub fn close(&self) {
         self.closed.store(true, Ordering::SeqCst);
         self.topics.clear();
+        self.listings.clear();
     }
 
     /// Topics with at least one watcher channel.
@@ -55,8 +78,23 @@ impl Hub {
         self.topics.len()
     }
 
-    /// Refreshes every watched topic from `query`; forgets topics nobody watches.
+    /// Refreshes every watched topic and listing from `query`; forgets
+    /// those nobody watches.
     pub fn refresh(&self, query: &Query) {
+        self.listings.retain(|request, sender| {
+            if sender.receiver_count() == 0 {
+                return false;
+            }
+            let list = query.list(&request.prefix, request.limit);
+            sender.send_if_modified(|current| {
+                let changed = **current != list;
+                if changed {
+                    *current = Arc::new(list);
+                }
+                changed
+            });
+            true
+        });
         self.topics.retain(|topic, sender| {
             if sender.receiver_count() == 0 {
                 return false;
@@ -132,6 +170,26 @@ mod tests {
             "a watcher after the close is closed at once"
         );
         assert_eq!(hub.topics(), 0);
+    }
+
+    #[test]
+    fn a_listing_watcher_wakes_only_when_the_listing_changed() {
+        let (hub, query, table) = setup();
+        let site = ListRequest {
+            prefix: "site/".into(),
+            limit: 0,
+        };
+        let mut watcher = hub.subscribe_listing(&site, &query);
+        assert_eq!(watcher.borrow_and_update().total, 0);
+        let _elsewhere = table.join(&Topic::new("other/x").expect("valid")).expect("room");
+        hub.refresh(&query);
+        assert!(!watcher.has_changed().expect("open"), "a topic outside the prefix");
+        let _here = table.join(&Topic::new("site/a").expect("valid")).expect("room");
+        hub.refresh(&query);
+        assert!(watcher.has_changed().expect("open"));
+        assert_eq!(watcher.borrow_and_update().total, 1);
+        hub.close();
+        assert!(watcher.has_changed().is_err(), "closing ends listing watchers too");
     }
 
     #[test]

@@ -104,6 +104,13 @@ impl Query {
         }
     }
 
+    /// Connections across the cluster, every topic together.
+    pub fn total(&self) -> u64 {
+        self.table
+            .connections()
+            .saturating_add(self.view().remote_connections())
+    }
+
     /// Topics starting with `prefix`, biggest first, at most `limit`.
     pub fn list(&self, prefix: &str, limit: usize) -> TopicList {
         let view = self.view();

@@ -83,13 +83,7 @@ pub(crate) async fn handler(
     let topic = topic_from_path(&uri, "/ws/")?;
     let watch_only = watch_flag(uri.query())?;
     let origin = headers.get(ORIGIN).and_then(|value| value.to_str().ok());
-    let refused = |refusal: Refusal| {
-        app.metrics
-            .refused
-            .get_or_create(&[("reason", refusal_label(refusal))])
-            .inc();
-        ApiError::from(refusal)
-    };
+    let refused = |refusal: Refusal| app.refuse(refusal);
     app.admission.check_origin(origin).map_err(refused)?;
     let upgrade = upgrade.map_err(|rejection| ApiError::upgrade_required(rejection.body_text()))?;
     let admitted = app.admission.admit(peer.ip()).map_err(refused)?;
@@ -122,14 +116,6 @@ pub(crate) async fn handler(
         .max_frame_size(MAX_CLIENT_FRAME)
         .on_upgrade(move |socket| session.run(socket).instrument(span))
         .into_response())
-}
-
-fn refusal_label(refusal: Refusal) -> &'static str {
-    match refusal {
-        Refusal::Origin => "origin",
-        Refusal::PerIp => "per_ip",
-        Refusal::NodeFull => "max_connections",
-    }
 }
 
 /// One admitted websocket, with everything it holds until it ends.
