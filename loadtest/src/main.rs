@@ -8,24 +8,21 @@
 //! into BENCHMARKS.md. Each run prints its JSON report on stdout (one line)
 //! and one human summary line on stderr.
 
-mod api;
-mod churn;
-mod client;
-mod converge;
-mod count;
-mod hold;
-mod lab;
-mod procfs;
+//!
+//! The code is in three parts that import only downwards: `measure` (the
+//! measurements and what they share), `report` (result types, targets,
+//! BENCHMARKS.md; reads `measure`'s report types) and `runs` (the suite and
+//! the scale run, which use both).
+
+mod measure;
 mod report;
-mod scale;
-mod stats;
-mod suite;
-mod topics;
+mod runs;
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use serde::Serialize;
+use measure::{Report, churn, converge, count, hold};
+use runs::{scale, suite};
 
 /// Load generator for headcount: measurements, the standard suite, the scale run.
 #[derive(Debug, Parser)]
@@ -53,12 +50,6 @@ enum Mode {
     Render(report::RenderArgs),
 }
 
-/// A result with a one-line human summary.
-pub trait Report: Serialize {
-    /// The summary line.
-    fn summary(&self) -> String;
-}
-
 fn emit<R: Report>(report: &R) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string(report)?);
     eprintln!("{}", report.summary());
@@ -70,7 +61,7 @@ async fn run(mode: Mode) -> anyhow::Result<()> {
         Mode::Hold(args) => emit(&hold::run(args).await?),
         Mode::Churn(args) => emit(&churn::run(args).await?),
         Mode::Converge(args) => emit(&converge::run(args).await?),
-        Mode::Count(args) => emit(&count::run(args).await?),
+        Mode::Count(args) => emit(&count::run(args).await?.0),
         Mode::Suite(args) => emit(&suite::run(args).await?),
         Mode::Scale(args) => emit(&scale::run(args).await?),
         Mode::Render(args) => report::render(&args),

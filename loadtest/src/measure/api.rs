@@ -56,26 +56,13 @@ pub struct Api {
 }
 
 impl Api {
-    /// A client with a keep-alive pool and a per-request timeout.
-    pub fn new(timeout: Duration) -> anyhow::Result<Self> {
-        let client = reqwest::Client::builder()
-            .no_proxy()
-            .timeout(timeout)
-            .tcp_nodelay(true)
-            .build()?;
-        Ok(Self { client })
-    }
-
-    /// A client that keeps at most one idle connection per node, so one
-    /// worker's requests reuse one socket.
-    pub fn single_connection(timeout: Duration) -> anyhow::Result<Self> {
-        let client = reqwest::Client::builder()
-            .no_proxy()
-            .timeout(timeout)
-            .tcp_nodelay(true)
-            .pool_max_idle_per_host(1)
-            .build()?;
-        Ok(Self { client })
+    /// A client with a per-request timeout that keeps at most `idle`
+    /// connections per node (1: one worker's requests reuse one socket).
+    pub fn new(timeout: Duration, idle: usize) -> anyhow::Result<Self> {
+        let builder = reqwest::Client::builder().no_proxy().timeout(timeout).tcp_nodelay(true);
+        Ok(Self {
+            client: builder.pool_max_idle_per_host(idle).build()?,
+        })
     }
 
     async fn get_text(&self, url: String) -> anyhow::Result<String> {
@@ -109,9 +96,7 @@ impl Api {
 
     /// Cluster-wide total of every topic (`/counts` with no prefix).
     pub async fn total(&self, node: SocketAddr) -> anyhow::Result<u64> {
-        let body = self.get_text(format!("http://{node}/counts?limit=1")).await?;
-        let counts: Counts = serde_json::from_str(&body).with_context(|| format!("/counts on {node}"))?;
-        Ok(counts.total)
+        Ok(self.counts(node, "", 1).await?.total)
     }
 
     /// Members the node sees as alive, itself included.

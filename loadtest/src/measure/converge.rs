@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::{
+use super::{
     Report,
     api::Api,
     client,
@@ -67,13 +67,10 @@ pub struct ConvergeArgs {
 pub struct ConvergeReport {
     /// Always `converge`.
     pub mode: String,
-    /// Nodes in the cluster.
     pub nodes: usize,
-    /// The gossip interval X, milliseconds.
+    /// The gossip interval X and the poll interval, milliseconds.
     pub interval_ms: f64,
-    /// Poll interval, milliseconds.
     pub poll_ms: f64,
-    /// Trials run.
     pub trials: usize,
     /// Trials whose join never converged (or whose join failed).
     pub join_failures: usize,
@@ -191,7 +188,7 @@ struct Tally {
 
 /// Runs `converge`.
 pub async fn run(args: ConvergeArgs) -> anyhow::Result<ConvergeReport> {
-    let api = Api::new(Duration::from_secs(5))?;
+    let api = Api::new(Duration::from_secs(5), usize::MAX)?;
     let run_id: u32 = rand::rng().random_range(0..u32::MAX);
     let prefix = format!("converge/{run_id:08x}/");
     let stop = CancellationToken::new();
@@ -203,7 +200,7 @@ pub async fn run(args: ConvergeArgs) -> anyhow::Result<ConvergeReport> {
             counts: Arc::default(),
         });
         pollers.spawn(poll_node(
-            Api::single_connection(Duration::from_secs(5))?,
+            Api::new(Duration::from_secs(5), 1)?,
             node,
             prefix.clone(),
             args.poll,

@@ -21,11 +21,11 @@ use std::{
 
 use clap::Args;
 use serde::{Deserialize, Serialize};
-use tokio::sync::{Mutex, Semaphore};
+use tokio::sync::Semaphore;
 
-use crate::{
+use super::{
     Report, client, procfs,
-    stats::{Latency, LatencySummary},
+    stats::{Latency, LatencySummary, add_counts},
     topics::{Dist, NetArgs, TopicArgs},
 };
 
@@ -62,15 +62,11 @@ pub struct ChurnReport {
     pub rate_target: f64,
     /// Workers or in-flight cap.
     pub concurrency: usize,
-    /// Seconds churned.
     pub duration_secs: f64,
-    /// Completed cycles.
+    /// Completed cycles, failed cycles (in all and by kind), completed per second.
     pub cycles: u64,
-    /// Cycles that failed.
     pub failed: u64,
-    /// Failures by kind.
     pub errors: BTreeMap<String, u64>,
-    /// Completed cycles per second.
     pub cycles_per_sec: f64,
     /// Open-loop starts skipped because every slot was busy.
     pub missed_starts: u64,
@@ -115,32 +111,53 @@ impl Tally {
     fn absorb(&mut self, other: Tally) {
         self.join.merge(&other.join);
         self.cycle.merge(&other.cycle);
-        for (kind, n) in other.errors {
-            *self.errors.entry(kind).or_default() += n;
-        }
+        add_counts(&mut self.errors, other.errors);
         self.unclean += other.unclean;
     }
 }
 
-async fn cycle(net: &NetArgs, topic: &str, sequence: u64, timeout: Duration, tally: &mut Tally) {
-    let (target, source) = net.endpoint(sequence);
-    let started = Instant::now();
-    match client::join(target, source, topic, timeout).await {
-        Ok(joined) => {
-            tally.join.record(joined.first_frame);
-            if !client::leave(joined.ws, timeout).await {
-                tally.unclean += 1;
+/// What every cycle shares: where to go, the topic names, the next sequence number.
+struct Plan {
+    net: NetArgs,
+    names: Vec<String>,
+    timeout: Duration,
+    sequence: AtomicU64,
+}
+
+impl Plan {
+    /// One cycle with the next sequence number, tallied into `tally`.
+    async fn cycle(&self, mut tally: Tally) -> Tally {
+        let n = self.sequence.fetch_add(1, Ordering::Relaxed);
+        let (target, source) = self.net.endpoint(n);
+        let started = Instant::now();
+        match client::join(
+            target,
+            source,
+            &self.names[(n % self.names.len() as u64) as usize],
+            self.timeout,
+        )
+        .await
+        {
+            Ok(joined) => {
+                tally.join.record(joined.first_frame);
+                if !client::leave(joined.ws, self.timeout).await {
+                    tally.unclean += 1;
+                }
+                tally.cycle.record(started.elapsed());
             }
-            tally.cycle.record(started.elapsed());
+            Err(error) => *tally.errors.entry(error.kind()).or_default() += 1,
         }
-        Err(error) => *tally.errors.entry(error.kind()).or_default() += 1,
+        tally
     }
+}
+
+fn cpu_micros(pids: &[u32]) -> Option<u64> {
+    pids.iter().map(|&pid| procfs::cpu_micros(pid)).sum()
 }
 
 /// Runs `churn`.
 pub async fn run(args: ChurnArgs) -> anyhow::Result<ChurnReport> {
-    let cpu_before: Option<u64> = args.server_pid.iter().map(|&pid| procfs::cpu_micros(pid)).sum();
-    let sequence = Arc::new(AtomicU64::new(0));
+    let cpu_before = cpu_micros(&args.server_pid);
     // Topic names are drawn up front (a Zipf draw needs the picker's RNG):
     // every uniform topic once, or 64k Zipf draws that the cycles walk.
     let mut picker = args.topics.picker();
@@ -150,21 +167,25 @@ pub async fn run(args: ChurnArgs) -> anyhow::Result<ChurnReport> {
             .collect(),
         Dist::Zipf => (0..65_536).map(|i| picker.topic(i)).collect(),
     };
-    let names = Arc::new(names);
+    let (net, timeout, sequence) = (args.net.clone(), args.timeout, AtomicU64::new(0));
+    let plan = Arc::new(Plan {
+        net,
+        names,
+        timeout,
+        sequence,
+    });
     let started = Instant::now();
     let deadline = started + args.duration;
     let mut missed = 0;
     let mut tally = Tally::default();
-
     if args.rate <= 0.0 {
         let mut workers = tokio::task::JoinSet::new();
         for _ in 0..args.concurrency.max(1) {
-            let (net, names, sequence, timeout) = (args.net.clone(), names.clone(), sequence.clone(), args.timeout);
+            let plan = plan.clone();
             workers.spawn(async move {
                 let mut tally = Tally::default();
                 while Instant::now() < deadline {
-                    let n = sequence.fetch_add(1, Ordering::Relaxed);
-                    cycle(&net, &names[(n % names.len() as u64) as usize], n, timeout, &mut tally).await;
+                    tally = plan.cycle(tally).await;
                 }
                 tally
             });
@@ -174,7 +195,6 @@ pub async fn run(args: ChurnArgs) -> anyhow::Result<ChurnReport> {
         }
     } else {
         let slots = Arc::new(Semaphore::new(args.concurrency.max(1)));
-        let shared = Arc::new(Mutex::new(Tally::default()));
         let mut ticker = tokio::time::interval(Duration::from_millis(1));
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let mut started_cycles = 0u64;
@@ -188,25 +208,25 @@ pub async fn run(args: ChurnArgs) -> anyhow::Result<ChurnReport> {
                     missed += 1;
                     continue;
                 };
-                let n = sequence.fetch_add(1, Ordering::Relaxed);
-                let (net, names, shared, timeout) = (args.net.clone(), names.clone(), shared.clone(), args.timeout);
+                let plan = plan.clone();
                 inflight.spawn(async move {
-                    let mut own = Tally::default();
-                    cycle(&net, &names[(n % names.len() as u64) as usize], n, timeout, &mut own).await;
-                    shared.lock().await.absorb(own);
+                    let tally = plan.cycle(Tally::default()).await;
                     drop(permit);
+                    tally
                 });
             }
-            while inflight.try_join_next().is_some() {}
+            while let Some(done) = inflight.try_join_next() {
+                tally.absorb(done?);
+            }
         }
-        while inflight.join_next().await.is_some() {}
-        tally = std::mem::take(&mut *shared.lock().await);
+        while let Some(done) = inflight.join_next().await {
+            tally.absorb(done?);
+        }
     }
 
     let elapsed = started.elapsed().as_secs_f64();
     let cycles = tally.cycle.len();
-    let cpu_after: Option<u64> = args.server_pid.iter().map(|&pid| procfs::cpu_micros(pid)).sum();
-    let server_cpu_us_per_cycle = match (cpu_before, cpu_after) {
+    let server_cpu_us_per_cycle = match (cpu_before, cpu_micros(&args.server_pid)) {
         (Some(before), Some(after)) if cycles > 0 && !args.server_pid.is_empty() => {
             Some(after.saturating_sub(before) as f64 / cycles as f64)
         }

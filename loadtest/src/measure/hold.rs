@@ -11,7 +11,7 @@ use std::{
     collections::BTreeMap,
     sync::{
         Arc,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicU64, Ordering::Relaxed},
     },
     time::{Duration, Instant},
 };
@@ -24,18 +24,20 @@ use tokio::{
 };
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-use crate::{
-    Report, client, procfs,
+use super::{
+    Report, client, human, procfs,
     stats::{Latency, LatencySummary},
     topics::{NetArgs, TopicArgs},
 };
 
 /// Flags of `hold`.
-#[derive(Debug, Clone, Args)]
+#[derive(Debug, Clone, Args, Serialize)]
 pub struct HoldArgs {
     #[command(flatten)]
+    #[serde(flatten)]
     pub net: NetArgs,
     #[command(flatten)]
+    #[serde(flatten)]
     pub topics: TopicArgs,
     /// Connections to open.
     #[arg(long, default_value_t = 1000)]
@@ -47,31 +49,33 @@ pub struct HoldArgs {
     pub concurrency: usize,
     /// How long to hold once connected (ignored with --wait-stdin).
     #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+    #[serde(serialize_with = "human")]
     pub hold: Duration,
     /// Print a `ready` JSON line when connected, hold until stdin closes.
     #[arg(long)]
     pub wait_stdin: bool,
     /// Pause between the last handshake and the memory reading.
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    #[serde(serialize_with = "human")]
     pub settle: Duration,
     /// Server process ids whose VmRSS is read before and after.
     #[arg(long, value_delimiter = ',')]
     pub server_pid: Vec<u32>,
     /// Longest a single join may take.
     #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
+    #[serde(serialize_with = "human")]
     pub timeout: Duration,
 }
 
-/// Memory of one server process across the run.
+/// Memory of one server process across the run, KiB.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ServerMemory {
-    /// Process id.
     pub pid: u32,
-    /// VmRSS before connecting, KiB.
+    /// VmRSS before connecting.
     pub rss_before_kib: u64,
-    /// VmRSS with every connection held and settled, KiB.
+    /// VmRSS with every connection held and settled.
     pub rss_held_kib: u64,
-    /// VmRSS after the release, KiB.
+    /// VmRSS after the release.
     pub rss_released_kib: u64,
 }
 
@@ -80,9 +84,7 @@ pub struct ServerMemory {
 pub struct Ready {
     /// Always `ready`.
     pub event: String,
-    /// Connections open.
     pub held: u64,
-    /// Joins that failed.
     pub failed: u64,
     /// Seconds from the first connect to the last join.
     pub connect_secs: f64,
@@ -93,17 +95,14 @@ pub struct Ready {
 pub struct HoldReport {
     /// Always `hold`.
     pub mode: String,
-    /// Connections asked for.
     pub requested: u64,
     /// Connections that joined.
     pub held: u64,
-    /// Joins that failed.
+    /// Joins that failed, in all and by kind.
     pub failed: u64,
-    /// Failures by kind.
     pub errors: BTreeMap<String, u64>,
-    /// Seconds from the first connect to the last join.
+    /// Seconds from the first connect to the last join, and joins per second over it.
     pub connect_secs: f64,
-    /// Joins per second over that time.
     pub handshakes_per_sec: f64,
     /// TCP connect + upgrade.
     pub handshake: LatencySummary,
@@ -161,110 +160,94 @@ impl Report for HoldReport {
     }
 }
 
-enum Outcome {
-    Joined { handshake: Duration, first_frame: Duration },
-    Failed(String),
+/// What the held connections saw, shared by their tasks.
+#[derive(Default)]
+struct Tally {
+    dropped: AtomicU64,
+    pushes: AtomicU64,
+    unclean: AtomicU64,
+}
+
+/// Joins, then holds until `stop`; the join's outcome goes to `outcomes`.
+async fn connection(
+    joined: Result<client::Joined, client::JoinError>,
+    outcomes: mpsc::Sender<Result<(Duration, Duration), String>>,
+    stop: CancellationToken,
+    tally: Arc<Tally>,
+) {
+    let mut ws = match joined {
+        Ok(joined) => {
+            let _ = outcomes.send(Ok((joined.handshake, joined.first_frame))).await;
+            joined.ws
+        }
+        Err(error) => {
+            let _ = outcomes.send(Err(error.kind())).await;
+            return;
+        }
+    };
+    drop(outcomes);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => {
+                if !client::leave(ws, Duration::from_secs(5)).await {
+                    tally.unclean.fetch_add(1, Relaxed);
+                }
+                return;
+            }
+            frame = client::next_data_frame(&mut ws) => {
+                if frame.is_none() {
+                    tally.dropped.fetch_add(1, Relaxed);
+                    return;
+                }
+                tally.pushes.fetch_add(1, Relaxed);
+            }
+        }
+    }
+}
+
+fn rss_each(pids: &[u32]) -> Vec<u64> {
+    pids.iter().map(|&pid| procfs::rss_kib(pid).unwrap_or(0)).collect()
 }
 
 /// Runs `hold`.
 pub async fn run(args: HoldArgs) -> anyhow::Result<HoldReport> {
-    let rss_before: Vec<u64> = args
-        .server_pid
-        .iter()
-        .map(|&pid| procfs::rss_kib(pid).unwrap_or(0))
-        .collect();
+    let rss_before = rss_each(&args.server_pid);
     let overflows_before = procfs::listen_overflows().unwrap_or(0);
-    let stop = CancellationToken::new();
-    let tracker = TaskTracker::new();
-    let dropped = Arc::new(AtomicU64::new(0));
-    let pushes = Arc::new(AtomicU64::new(0));
-    let unclean = Arc::new(AtomicU64::new(0));
-    let gate = Arc::new(Semaphore::new(args.concurrency.max(1)));
-    let (outcomes, mut results) = mpsc::channel::<Outcome>(1024);
-    let mut picker = args.topics.picker();
+    let (stop, tracker, tally) = (CancellationToken::new(), TaskTracker::new(), Arc::new(Tally::default()));
+    let (outcomes, mut results) = mpsc::channel(1024);
     let started = Instant::now();
-
-    let spawner = {
-        let net = args.net.clone();
-        let (stop, tracker, dropped, pushes, unclean) = (
-            stop.clone(),
-            tracker.clone(),
-            dropped.clone(),
-            pushes.clone(),
-            unclean.clone(),
-        );
-        let timeout = args.timeout;
-        let connections = args.connections;
+    let spawning = tokio::spawn({
+        let (args, stop, tracker, tally) = (args.clone(), stop.clone(), tracker.clone(), tally.clone());
+        let gate = Arc::new(Semaphore::new(args.concurrency.max(1)));
+        let (mut picker, timeout) = (args.topics.picker(), args.timeout);
         async move {
-            for sequence in 0..connections {
+            for sequence in 0..args.connections {
                 let Ok(permit) = gate.clone().acquire_owned().await else {
                     break;
                 };
-                let (target, source) = net.endpoint(sequence);
+                let (target, source) = args.net.endpoint(sequence);
                 let topic = picker.topic(sequence);
-                let (outcomes, stop, dropped, pushes, unclean) = (
-                    outcomes.clone(),
-                    stop.clone(),
-                    dropped.clone(),
-                    pushes.clone(),
-                    unclean.clone(),
-                );
+                let (outcomes, stop, tally) = (outcomes.clone(), stop.clone(), tally.clone());
                 tracker.spawn(async move {
                     let joined = client::join(target, source, &topic, timeout).await;
                     drop(permit);
-                    let mut ws = match joined {
-                        Ok(joined) => {
-                            let _ = outcomes
-                                .send(Outcome::Joined {
-                                    handshake: joined.handshake,
-                                    first_frame: joined.first_frame,
-                                })
-                                .await;
-                            joined.ws
-                        }
-                        Err(error) => {
-                            let _ = outcomes.send(Outcome::Failed(error.kind())).await;
-                            return;
-                        }
-                    };
-                    drop(outcomes);
-                    loop {
-                        tokio::select! {
-                            () = stop.cancelled() => {
-                                if !client::leave(ws, Duration::from_secs(5)).await {
-                                    unclean.fetch_add(1, Ordering::Relaxed);
-                                }
-                                return;
-                            }
-                            frame = client::next_data_frame(&mut ws) => match frame {
-                                Some(()) => { pushes.fetch_add(1, Ordering::Relaxed); }
-                                None => {
-                                    dropped.fetch_add(1, Ordering::Relaxed);
-                                    return;
-                                }
-                            }
-                        }
-                    }
+                    connection(joined, outcomes, stop, tally).await;
                 });
             }
         }
-    };
-    let spawning = tokio::spawn(spawner);
+    });
 
     let (mut handshake, mut first_frame) = (Latency::default(), Latency::default());
     let mut errors = BTreeMap::<String, u64>::new();
     let mut last_join = started;
     for _ in 0..args.connections {
         match results.recv().await {
-            Some(Outcome::Joined {
-                handshake: h,
-                first_frame: f,
-            }) => {
+            Some(Ok((h, f))) => {
                 handshake.record(h);
                 first_frame.record(f);
                 last_join = Instant::now();
             }
-            Some(Outcome::Failed(kind)) => *errors.entry(kind).or_default() += 1,
+            Some(Err(kind)) => *errors.entry(kind).or_default() += 1,
             None => break,
         }
     }
@@ -273,13 +256,8 @@ pub async fn run(args: HoldArgs) -> anyhow::Result<HoldReport> {
     let failed = errors.values().sum();
     let connect_secs = last_join.duration_since(started).as_secs_f64();
     let listen_overflows = procfs::listen_overflows().unwrap_or(0).saturating_sub(overflows_before);
-
     tokio::time::sleep(args.settle).await;
-    let rss_held: Vec<u64> = args
-        .server_pid
-        .iter()
-        .map(|&pid| procfs::rss_kib(pid).unwrap_or(0))
-        .collect();
+    let rss_held = rss_each(&args.server_pid);
 
     if args.wait_stdin {
         let ready = Ready {
@@ -289,9 +267,8 @@ pub async fn run(args: HoldArgs) -> anyhow::Result<HoldReport> {
             connect_secs,
         };
         println!("{}", serde_json::to_string(&ready)?);
-        let mut lines = BufReader::new(tokio::io::stdin()).lines();
         // Any line or the end of stdin releases the connections.
-        let _ = lines.next_line().await;
+        let _ = BufReader::new(tokio::io::stdin()).lines().next_line().await;
     } else {
         tokio::time::sleep(args.hold).await;
     }
@@ -303,14 +280,11 @@ pub async fn run(args: HoldArgs) -> anyhow::Result<HoldReport> {
     let release_secs = releasing.elapsed().as_secs_f64();
     tokio::time::sleep(Duration::from_millis(500)).await;
 
-    let servers = args
-        .server_pid
-        .iter()
-        .enumerate()
-        .map(|(i, &pid)| ServerMemory {
+    let servers = (args.server_pid.iter().zip(rss_before).zip(rss_held))
+        .map(|((&pid, rss_before_kib), rss_held_kib)| ServerMemory {
             pid,
-            rss_before_kib: rss_before[i],
-            rss_held_kib: rss_held[i],
+            rss_before_kib,
+            rss_held_kib,
             rss_released_kib: procfs::rss_kib(pid).unwrap_or(0),
         })
         .collect();
@@ -328,11 +302,44 @@ pub async fn run(args: HoldArgs) -> anyhow::Result<HoldReport> {
         },
         handshake: handshake.summary(),
         first_frame: first_frame.summary(),
-        dropped_while_held: dropped.load(Ordering::Relaxed),
-        pushes: pushes.load(Ordering::Relaxed),
+        dropped_while_held: tally.dropped.load(Relaxed),
+        pushes: tally.pushes.load(Relaxed),
         release_secs,
-        unclean_closes: unclean.load(Ordering::Relaxed),
+        unclean_closes: tally.unclean.load(Relaxed),
         servers,
         listen_overflows,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Flags {
+        #[command(flatten)]
+        hold: HoldArgs,
+    }
+
+    #[test]
+    fn argv_parses_back_to_the_same_flags() {
+        let argv = [
+            "hold",
+            "--targets",
+            "127.0.0.1:1,127.0.0.1:2",
+            "--sources",
+            "127.0.0.2-3",
+            "--wait-stdin",
+        ];
+        let mut flags = Flags::parse_from(argv.into_iter().chain(["--dist", "zipf", "--settle", "1m 5ms"])).hold;
+        flags.server_pid = vec![7, 8];
+        let again = Flags::parse_from(
+            ["hold".to_owned()]
+                .into_iter()
+                .chain(super::super::argv(&flags).expect("argv")),
+        );
+        assert_eq!(format!("{flags:?}"), format!("{:?}", again.hold));
+    }
 }

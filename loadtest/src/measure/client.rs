@@ -40,15 +40,15 @@ pub struct Joined {
 #[derive(Debug)]
 pub enum JoinError {
     /// The source address could not be bound (ports exhausted?).
-    Bind(std::io::Error),
+    Bind(std::io::ErrorKind),
     /// The TCP connect failed.
-    Connect(std::io::Error),
+    Connect(std::io::ErrorKind),
     /// The server refused the upgrade with this HTTP status.
     Status(u16),
     /// The upgrade failed otherwise.
-    Handshake(String),
+    Handshake,
     /// No well-formed count frame came first.
-    FirstFrame(String),
+    FirstFrame,
     /// The whole join took longer than allowed.
     Timeout,
 }
@@ -57,25 +57,12 @@ impl JoinError {
     /// A short, stable label for error tallies.
     pub fn kind(&self) -> String {
         match self {
-            Self::Bind(error) => format!("bind:{:?}", error.kind()),
-            Self::Connect(error) => format!("connect:{:?}", error.kind()),
+            Self::Bind(kind) => format!("bind:{kind:?}"),
+            Self::Connect(kind) => format!("connect:{kind:?}"),
             Self::Status(status) => format!("http:{status}"),
-            Self::Handshake(_) => "handshake".into(),
-            Self::FirstFrame(_) => "first_frame".into(),
+            Self::Handshake => "handshake".into(),
+            Self::FirstFrame => "first_frame".into(),
             Self::Timeout => "timeout".into(),
-        }
-    }
-}
-
-impl std::fmt::Display for JoinError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Bind(error) => write!(f, "bind: {error}"),
-            Self::Connect(error) => write!(f, "connect: {error}"),
-            Self::Status(status) => write!(f, "upgrade refused with HTTP {status}"),
-            Self::Handshake(error) => write!(f, "handshake: {error}"),
-            Self::FirstFrame(error) => write!(f, "first frame: {error}"),
-            Self::Timeout => f.write_str("timed out"),
         }
     }
 }
@@ -110,30 +97,36 @@ async fn join_inner(target: SocketAddr, source: Option<IpAddr>, topic: &str) -> 
         SocketAddr::V4(_) => TcpSocket::new_v4(),
         SocketAddr::V6(_) => TcpSocket::new_v6(),
     }
-    .map_err(JoinError::Bind)?;
+    .map_err(|error| JoinError::Bind(error.kind()))?;
     if let Some(source) = source {
-        socket.bind(SocketAddr::new(source, 0)).map_err(JoinError::Bind)?;
+        socket
+            .bind(SocketAddr::new(source, 0))
+            .map_err(|error| JoinError::Bind(error.kind()))?;
     }
-    let stream = socket.connect(target).await.map_err(JoinError::Connect)?;
-    stream.set_nodelay(true).map_err(JoinError::Connect)?;
+    let stream = socket
+        .connect(target)
+        .await
+        .map_err(|error| JoinError::Connect(error.kind()))?;
+    stream
+        .set_nodelay(true)
+        .map_err(|error| JoinError::Connect(error.kind()))?;
     let url = format!("ws://{target}/ws/{topic}");
     let (mut ws, _) = tokio_tungstenite::client_async_with_config(url, stream, Some(config()))
         .await
         .map_err(|error| match error {
             tungstenite::Error::Http(response) => JoinError::Status(response.status().as_u16()),
-            other => JoinError::Handshake(other.to_string()),
+            _ => JoinError::Handshake,
         })?;
     let handshake = started.elapsed();
     let count = loop {
         match ws.next().await {
-            Some(Ok(Message::Text(text))) => match serde_json::from_str::<Push>(text.as_str()) {
-                Ok(push) => break push.count,
-                Err(error) => return Err(JoinError::FirstFrame(format!("not a count frame: {error}"))),
-            },
-            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-            Some(Ok(other)) => return Err(JoinError::FirstFrame(format!("unexpected frame {other:?}"))),
-            Some(Err(error)) => return Err(JoinError::FirstFrame(error.to_string())),
-            None => return Err(JoinError::FirstFrame("closed before the first frame".into())),
+            Some(Ok(Message::Text(text))) => {
+                break serde_json::from_str::<Push>(text.as_str())
+                    .map_err(|_| JoinError::FirstFrame)?
+                    .count;
+            }
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+            _ => return Err(JoinError::FirstFrame),
         }
     };
     Ok(Joined {

@@ -18,10 +18,10 @@ use std::{
 use clap::Args;
 use serde::{Deserialize, Serialize};
 
-use crate::{
+use super::{
     Report,
     api::Api,
-    stats::{Latency, LatencySummary},
+    stats::{Latency, LatencySummary, add_counts},
     topics::{TopicArgs, loopback_addr},
 };
 
@@ -52,13 +52,10 @@ pub struct CountArgs {
 pub struct CountReport {
     /// Always `count`.
     pub mode: String,
-    /// Asked rate.
     pub rate_target: f64,
-    /// Measured requests that succeeded.
+    /// Measured requests that succeeded, failures by kind, successes per second.
     pub requests: u64,
-    /// Failures by kind.
     pub errors: BTreeMap<String, u64>,
-    /// Achieved requests per second.
     pub achieved_rps: f64,
     /// Requests that started more than 5 ms after their slot.
     pub late_starts: u64,
@@ -82,20 +79,8 @@ impl Report for CountReport {
     }
 }
 
-struct WorkerResult {
-    latency: Latency,
-    errors: BTreeMap<String, u64>,
-    late: u64,
-}
-
-/// Runs `count`.
-pub async fn run(args: CountArgs) -> anyhow::Result<CountReport> {
-    Ok(run_with_histogram(args).await?.0)
-}
-
-/// Runs `count` and also returns the latency histogram, so rounds can be
-/// merged exactly.
-pub async fn run_with_histogram(args: CountArgs) -> anyhow::Result<(CountReport, Latency)> {
+/// Runs `count`; the latency histogram comes too, so rounds can be merged exactly.
+pub async fn run(args: CountArgs) -> anyhow::Result<(CountReport, Latency)> {
     let workers = args.connections.max(1);
     let period = Duration::from_secs_f64(workers as f64 / args.rate.max(1.0));
     let begin = Instant::now() + Duration::from_millis(50);
@@ -105,17 +90,13 @@ pub async fn run_with_histogram(args: CountArgs) -> anyhow::Result<(CountReport,
     let names: Vec<String> = (0..4096).map(|i| picker.topic(i)).collect();
     let mut set = tokio::task::JoinSet::new();
     for worker in 0..workers {
-        let api = Api::single_connection(Duration::from_secs(5))?;
+        let api = Api::new(Duration::from_secs(5), 1)?;
         let target = args.targets[worker % args.targets.len()];
         let names = names.clone();
         // Workers are offset within the period so their requests interleave.
         let offset = period.mul_f64(worker as f64 / workers as f64);
         set.spawn(async move {
-            let mut result = WorkerResult {
-                latency: Latency::default(),
-                errors: BTreeMap::new(),
-                late: 0,
-            };
+            let (mut latency, mut errors, mut late) = (Latency::default(), BTreeMap::<String, u64>::new(), 0);
             let mut slot = begin + offset;
             let mut n = worker;
             while slot < end {
@@ -123,12 +104,12 @@ pub async fn run_with_histogram(args: CountArgs) -> anyhow::Result<(CountReport,
                 let sent = Instant::now();
                 let measured = slot >= measure_from;
                 if measured && sent.duration_since(slot) > Duration::from_millis(5) {
-                    result.late += 1;
+                    late += 1;
                 }
                 let topic = &names[n % names.len()];
                 n += workers;
                 match api.count(target, topic).await {
-                    Ok(_) if measured => result.latency.record(sent.elapsed()),
+                    Ok(_) if measured => latency.record(sent.elapsed()),
                     Ok(_) => {}
                     Err(error) if measured => {
                         let kind = if error.to_string().contains("HTTP") {
@@ -136,25 +117,21 @@ pub async fn run_with_histogram(args: CountArgs) -> anyhow::Result<(CountReport,
                         } else {
                             "transport"
                         };
-                        *result.errors.entry(kind.into()).or_default() += 1;
+                        *errors.entry(kind.to_owned()).or_default() += 1;
                     }
                     Err(_) => {}
                 }
                 slot += period;
             }
-            result
+            (latency, errors, late)
         });
     }
-    let mut latency = Latency::default();
-    let mut errors = BTreeMap::new();
-    let mut late = 0;
+    let (mut latency, mut errors, mut late) = (Latency::default(), BTreeMap::new(), 0);
     while let Some(done) = set.join_next().await {
-        let done = done?;
-        latency.merge(&done.latency);
-        for (kind, n) in done.errors {
-            *errors.entry(kind).or_default() += n;
-        }
-        late += done.late;
+        let (worker_latency, worker_errors, worker_late) = done?;
+        latency.merge(&worker_latency);
+        add_counts(&mut errors, worker_errors);
+        late += worker_late;
     }
     let report = CountReport {
         mode: "count".into(),
@@ -171,14 +148,10 @@ pub async fn run_with_histogram(args: CountArgs) -> anyhow::Result<(CountReport,
 /// Merges rounds into one report (percentiles over every sample).
 pub fn merge(rounds: &[(CountReport, Latency)]) -> Option<CountReport> {
     let (first, _) = rounds.first()?;
-    let mut latency = Latency::default();
-    let mut errors = BTreeMap::new();
-    let (mut late, mut rps) = (0, 0.0);
+    let (mut latency, mut errors, mut late, mut rps) = (Latency::default(), BTreeMap::new(), 0, 0.0);
     for (report, histogram) in rounds {
         latency.merge(histogram);
-        for (kind, n) in &report.errors {
-            *errors.entry(kind.clone()).or_default() += n;
-        }
+        add_counts(&mut errors, report.errors.clone());
         late += report.late_starts;
         rps += report.achieved_rps;
     }

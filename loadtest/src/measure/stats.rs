@@ -5,7 +5,7 @@
 //! merging per-task histograms is exact. Summaries are in milliseconds because
 //! every target in BENCHMARKS.md is written in milliseconds.
 
-use std::time::Duration;
+use std::{collections::BTreeMap, time::Duration};
 
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
@@ -27,10 +27,11 @@ impl Default for Latency {
 impl Latency {
     /// Records one sample; longer than the bound records as the bound.
     pub fn record(&mut self, elapsed: Duration) {
-        let micros = u64::try_from(elapsed.as_micros())
-            .unwrap_or(MAX_MICROS)
-            .clamp(1, MAX_MICROS);
-        self.0.saturating_record(micros);
+        self.0.saturating_record(
+            u64::try_from(elapsed.as_micros())
+                .unwrap_or(MAX_MICROS)
+                .clamp(1, MAX_MICROS),
+        );
     }
 
     /// Adds every sample of `other`.
@@ -63,24 +64,23 @@ impl Latency {
     }
 }
 
-/// Percentiles of a latency histogram, in milliseconds.
+/// Adds every count of `from` to the same key of `into` (error tallies).
+pub fn add_counts(into: &mut BTreeMap<String, u64>, from: BTreeMap<String, u64>) {
+    for (kind, n) in from {
+        *into.entry(kind).or_default() += n;
+    }
+}
+
+/// Sample count and percentiles of a latency histogram, in milliseconds.
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
 pub struct LatencySummary {
-    /// Samples.
     pub count: u64,
-    /// Smallest sample.
     pub min_ms: f64,
-    /// Median.
     pub p50_ms: f64,
-    /// 90th percentile.
     pub p90_ms: f64,
-    /// 99th percentile.
     pub p99_ms: f64,
-    /// 99.9th percentile.
     pub p999_ms: f64,
-    /// Largest sample.
     pub max_ms: f64,
-    /// Mean.
     pub mean_ms: f64,
 }
 

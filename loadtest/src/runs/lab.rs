@@ -1,8 +1,8 @@
 //! The bench lab: starts headcount nodes, bare servers and `hold` processes
-//! on this machine, waits for them, and stops them.
+//! on this machine, reads the nodes while a run goes on, and stops them.
 //!
 //! Every child is killed when its handle is dropped, so an error halfway
-//! through a suite leaves no server behind. Ports come from the kernel (bind
+//! through a run leaves no server behind. Ports come from the kernel (bind
 //! to port 0, read it, close) because other people run tests on this machine
 //! at the same time; logs go to `target/loadtest/logs/`.
 
@@ -20,31 +20,23 @@ use tokio::{
 };
 
 use crate::{
-    api::Api,
-    hold::{HoldReport, Ready},
-    procfs,
+    measure::{
+        api::Api,
+        argv,
+        hold::{HoldArgs, HoldReport, Ready},
+        procfs,
+    },
+    report::results::GossipReading,
 };
-
-/// Which server a process is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    /// A headcount node.
-    Headcount,
-    /// The bare baseline.
-    Bare,
-}
 
 /// A running server process.
 pub struct Server {
-    /// Name (node name for headcount).
+    /// Its name (node name for headcount), also its log's.
     pub name: String,
-    /// What it is.
-    pub kind: Kind,
     /// HTTP and websocket address.
     pub http: SocketAddr,
     /// Gossip address (headcount only).
     pub gossip: Option<SocketAddr>,
-    /// Process id.
     pub pid: u32,
     child: Child,
 }
@@ -67,12 +59,9 @@ impl Server {
         }
     }
 
-    /// Whether the process has exited (a crash, if we did not stop it).
+    /// How the process exited, if it has (a crash, if we did not stop it).
     pub fn exited(&mut self) -> Option<String> {
-        match self.child.try_wait() {
-            Ok(Some(status)) => Some(status.to_string()),
-            _ => None,
-        }
+        self.child.try_wait().ok().flatten().map(|status| status.to_string())
     }
 }
 
@@ -88,8 +77,7 @@ impl Holder {
     pub async fn ready(&mut self, timeout: Duration) -> anyhow::Result<Ready> {
         let deadline = Instant::now() + timeout;
         loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = tokio::time::timeout(left, self.lines.next_line())
+            let line = tokio::time::timeout_at(deadline.into(), self.lines.next_line())
                 .await
                 .map_err(|_| anyhow!("hold process not ready after {timeout:?}"))??
                 .ok_or_else(|| anyhow!("hold process exited before it was ready"))?;
@@ -108,7 +96,7 @@ impl Holder {
 
     /// Closes its stdin (release) and reads its report.
     pub async fn release(mut self, timeout: Duration) -> anyhow::Result<HoldReport> {
-        drop(self.stdin.take());
+        self.start_release();
         let report = tokio::time::timeout(timeout, async {
             while let Some(line) = self.lines.next_line().await? {
                 if let Ok(report) = serde_json::from_str::<HoldReport>(&line) {
@@ -124,19 +112,18 @@ impl Holder {
     }
 }
 
-/// Where the binaries and logs are.
+/// Where the binaries and logs are, and a client for the nodes' API.
 pub struct Lab {
     /// `target/loadtest`.
     pub dir: PathBuf,
     headcount: PathBuf,
     bare: PathBuf,
     load: PathBuf,
-    /// HTTP client for the nodes.
     pub api: Api,
 }
 
 impl Lab {
-    /// Finds the binaries next to this one (or `--headcount`).
+    /// Finds the binaries next to this one (or `headcount`).
     pub fn new(headcount: Option<PathBuf>) -> anyhow::Result<Self> {
         let load = std::env::current_exe().context("own executable")?;
         let bin_dir = load
@@ -158,50 +145,35 @@ impl Lab {
             .map_or_else(|| bin_dir.clone(), Path::to_path_buf)
             .join("loadtest");
         std::fs::create_dir_all(dir.join("logs"))?;
+        let api = Api::new(Duration::from_secs(10), usize::MAX)?;
         Ok(Self {
             dir,
             headcount,
             bare,
             load,
-            api: Api::new(Duration::from_secs(10))?,
+            api,
         })
     }
 
     fn log(&self, name: &str) -> anyhow::Result<Stdio> {
-        let file = std::fs::File::create(self.dir.join("logs").join(format!("{name}.log")))?;
-        Ok(Stdio::from(file))
+        Ok(std::fs::File::create(self.dir.join("logs").join(format!("{name}.log")))?.into())
     }
 
-    /// Starts a headcount node.
-    pub fn headcount(
-        &self,
-        name: &str,
-        interval: Duration,
-        seeds: &[SocketAddr],
-        extra: &[String],
-    ) -> anyhow::Result<Server> {
-        let http = free_tcp()?;
-        let gossip = free_udp()?;
+    /// Starts a headcount node gossiping every `interval`, joining `seed` if given.
+    pub fn headcount(&self, name: &str, interval: Duration, seed: Option<SocketAddr>) -> anyhow::Result<Server> {
+        let (http, grpc, gossip) = (free_tcp()?, free_tcp()?, UdpSocket::bind("127.0.0.1:0")?.local_addr()?);
         let mut command = Command::new(&self.headcount);
-        command
-            .arg("--http")
-            .arg(http.to_string())
-            .arg("--grpc")
-            .arg(free_tcp()?.to_string())
-            .arg("--gossip")
-            .arg(gossip.to_string())
-            .arg("--node-name")
-            .arg(name)
-            .arg("--gossip-interval")
-            .arg(format!("{}ms", interval.as_millis()))
-            .arg("--max-connections-per-ip")
-            .arg("1000000")
-            .args(extra);
-        if !seeds.is_empty() {
-            let seeds: Vec<String> = seeds.iter().map(ToString::to_string).collect();
-            command.arg("--seeds").arg(seeds.join(","));
+        for (flag, value) in [("--http", http), ("--grpc", grpc), ("--gossip", gossip)] {
+            command.arg(flag).arg(value.to_string());
         }
-        self.spawn(command, name, Kind::Headcount, http, Some(gossip))
+        command.args(["--node-name", name, "--max-connections-per-ip", "1000000"]);
+        command
+            .arg("--gossip-interval")
+            .arg(format!("{}ms", interval.as_millis()));
+        if let Some(seed) = seed {
+            command.arg("--seeds").arg(seed.to_string());
+        }
+        self.spawn(command, name, http, Some(gossip))
     }
 
     /// Starts a bare baseline server.
@@ -209,27 +181,27 @@ impl Lab {
         let http = free_tcp()?;
         let mut command = Command::new(&self.bare);
         command.arg("--http").arg(http.to_string());
-        self.spawn(command, name, Kind::Bare, http, None)
+        self.spawn(command, name, http, None)
     }
 
     fn spawn(
         &self,
         mut command: Command,
         name: &str,
-        kind: Kind,
         http: SocketAddr,
         gossip: Option<SocketAddr>,
     ) -> anyhow::Result<Server> {
         command
             .stdin(Stdio::null())
             .stdout(self.log(name)?)
-            .stderr(self.log(&format!("{name}.err"))?)
-            .kill_on_drop(true);
-        let child = command.spawn().with_context(|| format!("starting {name}"))?;
+            .stderr(self.log(&format!("{name}.err"))?);
+        let child = command
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting {name}"))?;
         let pid = child.id().ok_or_else(|| anyhow!("{name} exited at once"))?;
         Ok(Server {
             name: name.into(),
-            kind,
             http,
             gossip,
             pid,
@@ -237,9 +209,9 @@ impl Lab {
         })
     }
 
-    /// Waits until `/healthz` answers on every server.
-    pub async fn wait_healthy(&self, servers: &mut [Server], timeout: Duration) -> anyhow::Result<()> {
-        let deadline = Instant::now() + timeout;
+    /// Waits until `/healthz` answers on every server (20 s at most).
+    pub async fn wait_healthy(&self, servers: &mut [Server]) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(20);
         for server in servers {
             while !self.api.healthy(server.http).await {
                 if let Some(status) = server.exited() {
@@ -250,7 +222,7 @@ impl Lab {
                     );
                 }
                 if Instant::now() > deadline {
-                    bail!("{} not healthy after {timeout:?}", server.name);
+                    bail!("{} not healthy after 20 s", server.name);
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
@@ -260,19 +232,13 @@ impl Lab {
 
     /// Starts `n` nodes that join the first one and waits until each sees all
     /// `n` alive.
-    pub async fn cluster(
-        &self,
-        tag: &str,
-        n: usize,
-        interval: Duration,
-        extra: &[String],
-    ) -> anyhow::Result<Vec<Server>> {
-        let mut nodes = vec![self.headcount(&format!("{tag}-n0"), interval, &[], extra)?];
-        let seed: Vec<SocketAddr> = nodes[0].gossip.into_iter().collect();
+    pub async fn cluster(&self, tag: &str, n: usize, interval: Duration) -> anyhow::Result<Vec<Server>> {
+        let mut nodes = vec![self.headcount(&format!("{tag}-n0"), interval, None)?];
+        let seed = nodes[0].gossip;
         for i in 1..n {
-            nodes.push(self.headcount(&format!("{tag}-n{i}"), interval, &seed, extra)?);
+            nodes.push(self.headcount(&format!("{tag}-n{i}"), interval, seed)?);
         }
-        self.wait_healthy(&mut nodes, Duration::from_secs(20)).await?;
+        self.wait_healthy(&mut nodes).await?;
         let deadline = Instant::now() + Duration::from_secs(30);
         for node in &nodes {
             while self.api.alive_members(node.http).await.unwrap_or(0) < n {
@@ -285,12 +251,15 @@ impl Lab {
         Ok(nodes)
     }
 
-    /// Starts a `hold` process with these arguments (plus `--wait-stdin`).
-    pub fn holder(&self, name: &str, args: &[String]) -> anyhow::Result<Holder> {
+    /// Starts a `hold` process with these flags (and `--wait-stdin`).
+    pub fn holder(&self, name: &str, flags: &HoldArgs) -> anyhow::Result<Holder> {
+        let flags = HoldArgs {
+            wait_stdin: true,
+            ..flags.clone()
+        };
         let mut child = Command::new(&self.load)
             .arg("hold")
-            .arg("--wait-stdin")
-            .args(args)
+            .args(argv(&flags)?)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(self.log(name)?)
@@ -306,22 +275,9 @@ impl Lab {
         })
     }
 
-    /// Polls every node (each on its own) until it reports `want` as its
-    /// `/counts` total; returns how long the slowest took, or `None` if one
-    /// had not after `timeout`.
-    pub async fn wait_totals(
-        &self,
-        nodes: &[SocketAddr],
-        want: u64,
-        poll: Duration,
-        timeout: Duration,
-    ) -> Option<Duration> {
-        let each = self.wait_totals_each(nodes, want, poll, timeout).await;
-        each.into_iter()
-            .try_fold(Duration::ZERO, |slowest, took| took.map(|took| slowest.max(took)))
-    }
-
-    /// Like [`Lab::wait_totals`], per node.
+    /// Polls every node (each on its own, every `poll`) until it reports
+    /// `want` as its `/counts` total; how long each took, `None` for a node
+    /// that had not after `timeout`.
     pub async fn wait_totals_each(
         &self,
         nodes: &[SocketAddr],
@@ -344,69 +300,110 @@ impl Lab {
         });
         futures_util::future::join_all(waits).await
     }
+
+    /// Like [`Lab::wait_totals_each`], the slowest node.
+    pub async fn wait_totals(
+        &self,
+        nodes: &[SocketAddr],
+        want: u64,
+        poll: Duration,
+        timeout: Duration,
+    ) -> Option<Duration> {
+        slowest(&self.wait_totals_each(nodes, want, poll, timeout).await)
+    }
+
+    /// Every node's `/counts` total, for a problem report.
+    pub async fn totals(&self, nodes: &[SocketAddr]) -> String {
+        let mut totals = Vec::new();
+        for &node in nodes {
+            totals.push(
+                self.api
+                    .total(node)
+                    .await
+                    .map_or_else(|e| format!("error {e}"), |t| t.to_string()),
+            );
+        }
+        totals.join(", ")
+    }
+
+    /// Unless every node's total reaches `want` within 5 s, a problem saying
+    /// what they were instead.
+    pub async fn check_totals(&self, nodes: &[SocketAddr], want: u64, when: &str, problems: &mut Vec<String>) {
+        if self
+            .wait_totals(nodes, want, Duration::from_millis(50), Duration::from_secs(5))
+            .await
+            .is_none()
+        {
+            let seen = self.totals(nodes).await;
+            problems.push(format!(
+                "{when}: /counts totals [{seen}] never reached {want} within 5 s"
+            ));
+        }
+    }
+
+    /// One counter's value on every node (NaN where unreadable).
+    pub async fn counter_each(&self, nodes: &[SocketAddr], name: &str) -> Vec<f64> {
+        let mut values = Vec::new();
+        for &node in nodes {
+            values.push(self.api.metrics(node).await.map_or(f64::NAN, |m| m.sum(name)));
+        }
+        values
+    }
+
+    /// Reads gossip counters on every node over `window`.
+    pub async fn gossip(&self, nodes: &[SocketAddr], window: Duration) -> GossipReading {
+        let read = |node| async move {
+            let names = ["sent_bytes", "received_bytes"].map(|n| format!("headcount_gossip_{n}_total"));
+            let metrics = self.api.metrics(node).await.ok();
+            let sum = |name: &str| metrics.as_ref().map_or(f64::NAN, |m| m.sum(name));
+            [sum(&names[0]), sum(&names[1]), sum("headcount_cluster_pulls_total")]
+        };
+        let mut before = Vec::new();
+        for &node in nodes {
+            before.push((Instant::now(), read(node).await));
+        }
+        tokio::time::sleep(window).await;
+        let mut reading = GossipReading::default();
+        for (&node, (at, [sent, received, pulls])) in nodes.iter().zip(before) {
+            let after = read(node).await;
+            let secs = at.elapsed().as_secs_f64();
+            reading.sent_bps.push((after[0] - sent) / secs);
+            reading.received_bps.push((after[1] - received) / secs);
+            reading.pulls += after[2] - pulls;
+        }
+        reading
+    }
+
+    /// Waits until gossip has quieted down after a burst of changes: every
+    /// node sends at most 1.5× (+200 B/s) what it sent when the cluster was
+    /// idle, over a full second. Broadcasts are retransmitted for a while
+    /// after a change and that tail is not the steady state; how long it
+    /// lasts is returned (`None` if it had not ended after `max_wait`).
+    pub async fn wait_quiet(&self, nodes: &[SocketAddr], idle: &GossipReading, max_wait: Duration) -> Option<Duration> {
+        let limit = idle.max_sent() * 1.5 + 200.0;
+        let started = Instant::now();
+        while started.elapsed() < max_wait {
+            if self
+                .gossip(nodes, Duration::from_secs(1))
+                .await
+                .sent_bps
+                .iter()
+                .all(|&bps| bps <= limit)
+            {
+                return Some(started.elapsed());
+            }
+        }
+        None
+    }
+}
+
+/// The longest of the waits, `None` if one did not end.
+pub fn slowest(waits: &[Option<Duration>]) -> Option<Duration> {
+    waits
+        .iter()
+        .try_fold(Duration::ZERO, |slowest, took| took.map(|took| slowest.max(took)))
 }
 
 fn free_tcp() -> anyhow::Result<SocketAddr> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?)
-}
-
-fn free_udp() -> anyhow::Result<SocketAddr> {
-    Ok(UdpSocket::bind("127.0.0.1:0")?.local_addr()?)
-}
-
-/// A one-line description of this machine and how busy it is.
-pub fn machine() -> Machine {
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let cpu = cpuinfo
-        .lines()
-        .find_map(|line| line.strip_prefix("model name"))
-        .map(|rest| rest.trim_start_matches([' ', '\t', ':']).to_owned())
-        .unwrap_or_else(|| "unknown CPU".into());
-    let cores = std::thread::available_parallelism().map_or(1, usize::from);
-    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-    let mem_gib = meminfo
-        .lines()
-        .find_map(|line| line.strip_prefix("MemTotal:"))
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|kib| kib.parse::<f64>().ok())
-        .map_or(0.0, |kib| kib / 1024.0 / 1024.0);
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
-        .unwrap_or_default()
-        .trim()
-        .to_owned();
-    Machine {
-        cpu,
-        cores,
-        mem_gib,
-        kernel,
-        load_start: loadavg(),
-        load_end: String::new(),
-    }
-}
-
-/// `/proc/loadavg`'s three averages.
-pub fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .unwrap_or_default()
-        .split_whitespace()
-        .take(3)
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-/// The machine a run happened on.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct Machine {
-    /// CPU model.
-    pub cpu: String,
-    /// Cores available to this process.
-    pub cores: usize,
-    /// Total memory, GiB.
-    pub mem_gib: f64,
-    /// Kernel release.
-    pub kernel: String,
-    /// Load averages when the run started.
-    pub load_start: String,
-    /// Load averages when it ended.
-    pub load_end: String,
 }

@@ -17,10 +17,10 @@ use std::{
 
 use clap::{Args, ValueEnum};
 use rand::{RngExt, SeedableRng, rngs::SmallRng};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 /// How connections spread over topics.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Dist {
     /// Round-robin: every topic gets the same share.
@@ -30,7 +30,7 @@ pub enum Dist {
 }
 
 /// Topic selection flags shared by every mode.
-#[derive(Debug, Clone, Args)]
+#[derive(Debug, Clone, Args, Serialize)]
 pub struct TopicArgs {
     /// Number of distinct topics.
     #[arg(long, default_value_t = 100)]
@@ -63,7 +63,13 @@ impl TopicArgs {
 
     /// A picker for these flags.
     pub fn picker(&self) -> TopicPicker {
-        TopicPicker::new(self)
+        let topics = self.topics.max(1);
+        TopicPicker {
+            prefix: self.topic_prefix.clone(),
+            topics,
+            cdf: (self.dist == Dist::Zipf).then(|| zipf_cdf(topics, self.zipf_s)),
+            rng: SmallRng::seed_from_u64(self.seed),
+        }
     }
 }
 
@@ -76,17 +82,6 @@ pub struct TopicPicker {
 }
 
 impl TopicPicker {
-    fn new(args: &TopicArgs) -> Self {
-        let topics = args.topics.max(1);
-        let cdf = (args.dist == Dist::Zipf).then(|| zipf_cdf(topics, args.zipf_s));
-        Self {
-            prefix: args.topic_prefix.clone(),
-            topics,
-            cdf,
-            rng: SmallRng::seed_from_u64(args.seed),
-        }
-    }
-
     /// The rank of connection `sequence`'s topic.
     pub fn rank(&mut self, sequence: u64) -> u64 {
         match &self.cdf {
@@ -157,18 +152,15 @@ impl FromStr for Sources {
     }
 }
 
-impl std::fmt::Display for Sources {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.0.is_empty() {
-            return f.write_str("none");
-        }
+impl Serialize for Sources {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let list: Vec<String> = self.0.iter().map(ToString::to_string).collect();
-        f.write_str(&list.join(","))
+        serializer.serialize_str(&if list.is_empty() { "none".into() } else { list.join(",") })
     }
 }
 
 /// Where connections go and where they come from.
-#[derive(Debug, Clone, Args)]
+#[derive(Debug, Clone, Args, Serialize)]
 pub struct NetArgs {
     /// HTTP addresses of the nodes to connect to, comma-separated; connections go round-robin.
     #[arg(long, value_delimiter = ',', required = true, value_parser = loopback_addr)]
@@ -206,8 +198,8 @@ mod tests {
     #[test]
     fn sources_expand_ranges_and_refuse_remote() {
         let sources: Sources = "127.0.0.2-4,127.0.1.9".parse().expect("parses");
-        assert_eq!(sources.to_string(), "127.0.0.2,127.0.0.3,127.0.0.4,127.0.1.9");
-        assert!("none".parse::<Sources>().expect("parses").0.is_empty());
+        assert_eq!(serde_json::json!(sources), "127.0.0.2,127.0.0.3,127.0.0.4,127.0.1.9");
+        assert_eq!(serde_json::json!("none".parse::<Sources>().expect("parses")), "none");
         assert!("10.0.0.1".parse::<Sources>().is_err());
         assert!("127.0.0.9-3".parse::<Sources>().is_err());
         assert!(loopback_addr("192.168.1.1:80").is_err());

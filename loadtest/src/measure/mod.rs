@@ -1,0 +1,54 @@
+//! The measuring half: one module per measurement (`hold`, `churn`, `count`,
+//! `converge`), each a clap flag struct, a serde report and a `run`, plus
+//! what they share (the websocket client, the node API, topics and source
+//! addresses, latency histograms, `/proc` readings). Nothing here starts a
+//! server or knows about BENCHMARKS.md.
+
+pub mod api;
+pub mod churn;
+pub mod client;
+pub mod converge;
+pub mod count;
+pub mod hold;
+pub mod procfs;
+pub mod stats;
+pub mod topics;
+
+use std::time::Duration;
+
+use serde::{Serialize, Serializer};
+use serde_json::Value;
+
+/// A result with a one-line human summary.
+pub trait Report: Serialize {
+    /// The summary line.
+    fn summary(&self) -> String;
+}
+
+/// The command line that parses back to `flags`: each serialized field
+/// becomes `--field-name value` (lists comma-separated, `true` a bare flag;
+/// `false`, `None` and empty lists are left out). Durations serialize
+/// through [`human`], so this is how a run starts a child measurement.
+pub fn argv(flags: &impl Serialize) -> anyhow::Result<Vec<String>> {
+    let Value::Object(fields) = serde_json::to_value(flags)? else {
+        anyhow::bail!("flags must serialize to a map");
+    };
+    let plain = |value: &Value| value.as_str().map_or_else(|| value.to_string(), str::to_owned);
+    let mut argv = Vec::new();
+    for (name, value) in fields {
+        let flag = format!("--{}", name.replace('_', "-"));
+        match value {
+            Value::Bool(true) => argv.push(flag),
+            Value::Bool(false) | Value::Null => {}
+            Value::Array(items) if items.is_empty() => {}
+            Value::Array(items) => argv.extend([flag, items.iter().map(plain).collect::<Vec<_>>().join(",")]),
+            other => argv.extend([flag, plain(&other)]),
+        }
+    }
+    Ok(argv)
+}
+
+/// Serializes a duration the way `humantime::parse_duration` reads it.
+pub fn human<S: Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.collect_str(&humantime::format_duration(*duration))
+}
