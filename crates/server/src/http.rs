@@ -12,11 +12,11 @@ use axum::{
 use serde_json::json;
 
 use crate::{
-    app::AppState,
     error::ApiError,
     json::ClusterBody,
     params::{ListParams, MinLimit, topic_from_path},
     query::{TopicCount, TopicList},
+    state::AppState,
 };
 
 pub(crate) async fn count(State(app): State<Arc<AppState>>, uri: Uri) -> Result<Json<TopicCount>, ApiError> {

@@ -22,8 +22,9 @@ mod node;
 mod params;
 mod push;
 mod query;
+mod state;
 mod ws;
 
 pub use headcount_cluster::{InvalidNodeName, NodeName};
 pub use node::{Listeners, Node, NodeConfig, StartError};
-pub use ws::SessionTimings;
+pub use state::SessionTimings;

@@ -28,11 +28,11 @@ use tokio_stream::wrappers::{IntervalStream, WatchStream};
 
 use crate::{
     admission::Admitted,
-    app::AppState,
     error::ApiError,
     json::ClusterBody,
     metrics::WatcherGuard,
     params::{ListParams, MinLimit},
+    state::AppState,
 };
 
 /// What a live stream holds until its client goes away.

@@ -26,13 +26,13 @@ use tracing::{Instrument, error, info, info_span};
 
 use crate::{
     admission::Admission,
-    app::{AppState, app},
+    app::app,
     chart,
     grpc::{ClusterApi, CounterApi},
     metrics::NodeMetrics,
     push::Hub,
     query::Query,
-    ws::SessionTimings,
+    state::{AppState, SessionTimings},
 };
 
 /// Everything a node is configured with (the binary maps flags onto it).

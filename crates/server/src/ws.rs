@@ -30,10 +30,10 @@ use tracing::{Instrument, debug_span};
 
 use crate::{
     admission::{Admitted, Refusal},
-    app::AppState,
     error::ApiError,
     metrics::WatcherGuard,
     params::{topic_from_path, watch_flag},
+    state::AppState,
 };
 
 /// Largest data frame a client may send; a larger one closes with 1009.
@@ -47,24 +47,6 @@ const CLOSE_GRACE: Duration = Duration::from_secs(1);
 const CLOSE_NORMAL: u16 = 1000;
 const CLOSE_GOING_AWAY: u16 = 1001;
 const CLOSE_TOO_BIG: u16 = 1009;
-
-/// Timings of a session.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SessionTimings {
-    /// Silence after which the server sends a ping.
-    pub ping_after: Duration,
-    /// Silence after which the server closes the connection.
-    pub idle_timeout: Duration,
-}
-
-impl Default for SessionTimings {
-    fn default() -> Self {
-        Self {
-            ping_after: Duration::from_secs(30),
-            idle_timeout: Duration::from_secs(90),
-        }
-    }
-}
 
 #[derive(Serialize)]
 struct Push<'a> {
