@@ -64,11 +64,7 @@ async fn ws(uri: Uri, upgrade: WebSocketUpgrade) -> Response {
 }
 
 async fn session(mut socket: WebSocket, topic: String) {
-    let text = serde_json::to_string(&Push {
-        topic: &topic,
-        count: 1,
-    })
-    .unwrap_or_default();
+    let text = serde_json::to_string(&Push { topic: &topic, count: 1 }).unwrap_or_default();
     drop(topic);
     if socket.send(Message::Text(text.into())).await.is_err() {
         return;
@@ -81,12 +77,7 @@ async fn session(mut socket: WebSocket, topic: String) {
 }
 
 async fn count(uri: Uri) -> Json<serde_json::Value> {
-    let answer = TopicCount {
-        topic: topic_of(&uri, "/count/"),
-        count: 0,
-        local: 0,
-        nodes: 1,
-    };
+    let answer = TopicCount { topic: topic_of(&uri, "/count/"), count: 0, local: 0, nodes: 1 };
     Json(serde_json::to_value(answer).unwrap_or_default())
 }
 
@@ -95,10 +86,7 @@ async fn healthz() -> &'static str {
 }
 
 fn app() -> Router {
-    Router::new()
-        .route("/ws/{*topic}", get(ws))
-        .route("/count/{*topic}", get(count))
-        .route("/healthz", get(healthz))
+    Router::new().route("/ws/{*topic}", get(ws)).route("/count/{*topic}", get(count)).route("/healthz", get(healthz))
 }
 
 async fn serve(flags: Flags) -> anyhow::Result<()> {

@@ -1,31 +1,25 @@
-//! `churn`: clients that join and leave as fast as asked, for a while.
-//!
-//! One cycle is a whole visit: TCP connect, upgrade, first count frame, close
-//! frame, server closes. With `--rate 0` it is closed-loop (`--concurrency`
-//! workers back to back), which measures the most cycles per second the
-//! server sustains on this machine: the number compared against the bare
-//! server. With `--rate R` it is open-loop: R cycle starts per second
-//! whatever the latency, at most `--concurrency` in flight; a start that finds
-//! no free slot is counted as missed instead of being queued, so the achieved
-//! rate is honest. Given `--server-pid`, the server's CPU time per cycle is
-//! reported too, the figure least disturbed by a busy machine.
+//! `churn`: clients that join and leave as fast as asked, for a while. A
+//! cycle is a whole visit (connect, upgrade, first count frame, close). With
+//! `--rate 0` it is closed-loop, `--concurrency` cycles back to back: the most
+//! cycles per second the server sustains here, compared against bare. With
+//! `--rate R` it is open-loop: R starts per second whatever the latency, at
+//! most `--concurrency` in flight, a start finding no free slot counted as
+//! missed rather than queued. Given `--server-pid`, the server's CPU time per
+//! cycle is reported too, the figure least disturbed by a busy machine.
 
 use std::{
     collections::BTreeMap,
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
-    },
+    sync::{Arc, Mutex, PoisonError},
     time::{Duration, Instant},
 };
 
 use clap::Args;
 use serde::{Deserialize, Serialize};
-use tokio::sync::Semaphore;
+use tokio::{sync::Semaphore, task::JoinSet, time::MissedTickBehavior};
 
 use super::{
     Report, client, procfs,
-    stats::{Latency, LatencySummary, add_counts},
+    stats::{Latency, LatencySummary},
     topics::{Dist, NetArgs, TopicArgs},
 };
 
@@ -53,14 +47,12 @@ pub struct ChurnArgs {
     pub server_pid: Vec<u32>,
 }
 
-/// What `churn` measured.
+/// What `churn` measured (`mode` is always `churn`).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ChurnReport {
-    /// Always `churn`.
     pub mode: String,
-    /// Asked rate (0: closed-loop).
+    /// Asked rate (0: closed-loop), and workers or in-flight cap.
     pub rate_target: f64,
-    /// Workers or in-flight cap.
     pub concurrency: usize,
     pub duration_secs: f64,
     /// Completed cycles, failed cycles (in all and by kind), completed per second.
@@ -72,9 +64,8 @@ pub struct ChurnReport {
     pub missed_starts: u64,
     /// Closes the server did not complete within the timeout.
     pub unclean_closes: u64,
-    /// Connect to first count frame.
+    /// Connect to first count frame, and connect to closed.
     pub join: LatencySummary,
-    /// Connect to closed.
     pub cycle: LatencySummary,
     /// Server CPU time per completed cycle, microseconds (all `--server-pid`).
     pub server_cpu_us_per_cycle: Option<f64>,
@@ -82,12 +73,9 @@ pub struct ChurnReport {
 
 impl Report for ChurnReport {
     fn summary(&self) -> String {
-        let cpu = self
-            .server_cpu_us_per_cycle
-            .map(|us| format!(", server CPU {us:.0} µs/cycle"))
-            .unwrap_or_default();
+        let cpu = self.server_cpu_us_per_cycle.map(|us| format!(", server CPU {us:.0} µs/cycle"));
         format!(
-            "churn: {} cycles in {:.1}s = {:.0} cycles/s ({} failed, {} missed starts), join {}, cycle {}{cpu}",
+            "churn: {} cycles in {:.1}s = {:.0} cycles/s ({} failed, {} missed starts), join {}, cycle {}{}",
             self.cycles,
             self.duration_secs,
             self.cycles_per_sec,
@@ -95,6 +83,7 @@ impl Report for ChurnReport {
             self.missed_starts,
             self.join.short(),
             self.cycle.short(),
+            cpu.unwrap_or_default(),
         )
     }
 }
@@ -107,47 +96,26 @@ struct Tally {
     unclean: u64,
 }
 
-impl Tally {
-    fn absorb(&mut self, other: Tally) {
-        self.join.merge(&other.join);
-        self.cycle.merge(&other.cycle);
-        add_counts(&mut self.errors, other.errors);
-        self.unclean += other.unclean;
-    }
-}
-
-/// What every cycle shares: where to go, the topic names, the next sequence number.
-struct Plan {
-    net: NetArgs,
-    names: Vec<String>,
+/// One cycle: join `topic` on `target` from `source`, leave, record it in `tally`.
+async fn cycle(
+    target: (std::net::SocketAddr, Option<std::net::IpAddr>),
+    topic: &str,
     timeout: Duration,
-    sequence: AtomicU64,
-}
-
-impl Plan {
-    /// One cycle with the next sequence number, tallied into `tally`.
-    async fn cycle(&self, mut tally: Tally) -> Tally {
-        let n = self.sequence.fetch_add(1, Ordering::Relaxed);
-        let (target, source) = self.net.endpoint(n);
-        let started = Instant::now();
-        match client::join(
-            target,
-            source,
-            &self.names[(n % self.names.len() as u64) as usize],
-            self.timeout,
-        )
-        .await
-        {
-            Ok(joined) => {
-                tally.join.record(joined.first_frame);
-                if !client::leave(joined.ws, self.timeout).await {
-                    tally.unclean += 1;
-                }
-                tally.cycle.record(started.elapsed());
-            }
-            Err(error) => *tally.errors.entry(error.kind()).or_default() += 1,
+    tally: &Mutex<Tally>,
+) {
+    let started = Instant::now();
+    let (joined, left) = match client::join(target.0, target.1, topic, timeout).await {
+        Ok(joined) => (Ok(joined.first_frame), client::leave(joined.ws, timeout).await),
+        Err(error) => (Err(error), true),
+    };
+    let mut tally = tally.lock().unwrap_or_else(PoisonError::into_inner);
+    match joined {
+        Ok(first_frame) => {
+            tally.join.record(first_frame);
+            tally.unclean += u64::from(!left);
+            tally.cycle.record(started.elapsed());
         }
-        tally
+        Err(kind) => *tally.errors.entry(kind).or_default() += 1,
     }
 }
 
@@ -158,73 +126,49 @@ fn cpu_micros(pids: &[u32]) -> Option<u64> {
 /// Runs `churn`.
 pub async fn run(args: ChurnArgs) -> anyhow::Result<ChurnReport> {
     let cpu_before = cpu_micros(&args.server_pid);
-    // Topic names are drawn up front (a Zipf draw needs the picker's RNG):
-    // every uniform topic once, or 64k Zipf draws that the cycles walk.
+    // Topic names are drawn up front: every uniform topic once, or 64k Zipf
+    // draws that the cycles walk.
     let mut picker = args.topics.picker();
     let names: Vec<String> = match args.topics.dist {
-        Dist::Uniform => (0..args.topics.topics.clamp(1, 1 << 20))
-            .map(|rank| picker.name(rank))
-            .collect(),
+        Dist::Uniform => (0..args.topics.topics.clamp(1, 1 << 20)).map(|rank| picker.name(rank)).collect(),
         Dist::Zipf => (0..65_536).map(|i| picker.topic(i)).collect(),
     };
-    let (net, timeout, sequence) = (args.net.clone(), args.timeout, AtomicU64::new(0));
-    let plan = Arc::new(Plan {
-        net,
-        names,
-        timeout,
-        sequence,
-    });
+    let (slots, tally) = (Arc::new(Semaphore::new(args.concurrency.max(1))), Arc::new(Mutex::default()));
+    let mut ticker = tokio::time::interval(Duration::from_millis(1));
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    let (mut sequence, mut missed, mut inflight) = (0, 0, JoinSet::new());
     let started = Instant::now();
-    let deadline = started + args.duration;
-    let mut missed = 0;
-    let mut tally = Tally::default();
-    if args.rate <= 0.0 {
-        let mut workers = tokio::task::JoinSet::new();
-        for _ in 0..args.concurrency.max(1) {
-            let plan = plan.clone();
-            workers.spawn(async move {
-                let mut tally = Tally::default();
-                while Instant::now() < deadline {
-                    tally = plan.cycle(tally).await;
-                }
-                tally
-            });
-        }
-        while let Some(done) = workers.join_next().await {
-            tally.absorb(done?);
-        }
-    } else {
-        let slots = Arc::new(Semaphore::new(args.concurrency.max(1)));
-        let mut ticker = tokio::time::interval(Duration::from_millis(1));
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-        let mut started_cycles = 0u64;
-        let mut inflight = tokio::task::JoinSet::new();
-        while Instant::now() < deadline {
-            ticker.tick().await;
-            let due = (started.elapsed().as_secs_f64() * args.rate) as u64;
-            while started_cycles < due {
-                started_cycles += 1;
-                let Ok(permit) = slots.clone().try_acquire_owned() else {
-                    missed += 1;
-                    continue;
-                };
-                let plan = plan.clone();
-                inflight.spawn(async move {
-                    let tally = plan.cycle(Tally::default()).await;
-                    drop(permit);
-                    tally
-                });
+    while started.elapsed() < args.duration {
+        let permit = if args.rate > 0.0 {
+            if sequence + missed >= (started.elapsed().as_secs_f64() * args.rate) as u64 {
+                ticker.tick().await;
+                continue;
             }
-            while let Some(done) = inflight.try_join_next() {
-                tally.absorb(done?);
+            let Ok(permit) = slots.clone().try_acquire_owned() else {
+                missed += 1;
+                continue;
+            };
+            permit
+        } else {
+            let permit = slots.clone().acquire_owned().await?;
+            if started.elapsed() >= args.duration {
+                break;
             }
-        }
-        while let Some(done) = inflight.join_next().await {
-            tally.absorb(done?);
-        }
+            permit
+        };
+        let (target, topic) = (args.net.endpoint(sequence), names[(sequence % names.len() as u64) as usize].clone());
+        let (tally, timeout) = (tally.clone(), args.timeout);
+        sequence += 1;
+        inflight.spawn(async move {
+            cycle(target, &topic, timeout, &tally).await;
+            drop(permit);
+        });
+        while inflight.try_join_next().is_some() {}
     }
+    while inflight.join_next().await.is_some() {}
 
     let elapsed = started.elapsed().as_secs_f64();
+    let tally = std::mem::take(&mut *tally.lock().unwrap_or_else(PoisonError::into_inner));
     let cycles = tally.cycle.len();
     let server_cpu_us_per_cycle = match (cpu_before, cpu_micros(&args.server_pid)) {
         (Some(before), Some(after)) if cycles > 0 && !args.server_pid.is_empty() => {

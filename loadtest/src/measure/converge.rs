@@ -1,19 +1,11 @@
-//! `converge`: how long after a client joins on one node every node counts it.
-//!
-//! A trial joins a fresh topic on one node (round-robin over the nodes) and
-//! waits until every node reports count 1 for it, then leaves and waits until
-//! every node reports 0. The clock starts before the TCP connect and stops
-//! when the response that showed the new count arrived, so the figures are
-//! upper bounds (by at most one poll interval plus one request).
-//!
-//! Watching is done by one poller per node that reads the run's whole prefix
-//! (`/counts?prefix=…`) every `--poll`: polling `/count` per trial per node
-//! would cost trials × nodes requests every few milliseconds and slow the
-//! very gossip being measured. Both endpoints read the same snapshot of the
-//! node's cluster view; after each join converges, every node's `/count` is
-//! checked once, and any disagreement is reported as `count_mismatches`.
-//! Trials join, and later leave, at a random offset within one gossip
-//! interval, so both instants are uniform relative to the nodes' gossip ticks.
+//! `converge`: how long after a client joins on one node every node counts
+//! it. A trial joins a fresh topic on one node (round-robin), at a random
+//! phase of the gossip tick, waits until every node counts 1, leaves (again
+//! at a random phase) and waits until every node counts 0. One poller per
+//! node reads the run's whole prefix (`/counts?prefix=…`) every `--poll`
+//! (polling `/count` per trial per node would slow the very gossip being
+//! measured), so the figures are upper bounds by one poll plus one request;
+//! once a join converged every node's `/count` is checked against it.
 
 use std::{
     collections::HashMap,
@@ -62,10 +54,9 @@ pub struct ConvergeArgs {
     pub timeout: Duration,
 }
 
-/// What `converge` measured.
+/// What `converge` measured (`mode` is always `converge`).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ConvergeReport {
-    /// Always `converge`.
     pub mode: String,
     pub nodes: usize,
     /// The gossip interval X and the poll interval, milliseconds.
@@ -83,9 +74,8 @@ pub struct ConvergeReport {
     pub first_frame_mismatches: usize,
     /// Counts other than 0 or 1 seen for a trial topic.
     pub anomalies: usize,
-    /// Join until every node counts it.
+    /// Join until every node counts it, leave until every node dropped it.
     pub join: LatencySummary,
-    /// Leave until every node has dropped it.
     pub leave: LatencySummary,
     /// Per trial: join convergence ms, -1 when it failed.
     pub join_samples_ms: Vec<f64>,
@@ -127,15 +117,8 @@ async fn poll_node(
     while !stop.is_cancelled() {
         let sent = Instant::now();
         if let Ok(listing) = api.counts(node, &prefix, 10_000).await {
-            let counts = listing
-                .topics
-                .into_iter()
-                .map(|listed| (listed.topic, listed.count))
-                .collect();
-            tx.send_replace(Seen {
-                at: Instant::now(),
-                counts: Arc::new(counts),
-            });
+            let counts = listing.topics.into_iter().map(|listed| (listed.topic, listed.count));
+            tx.send_replace(Seen { at: Instant::now(), counts: Arc::new(counts.collect()) });
         }
         tokio::select! {
             () = stop.cancelled() => return,
@@ -195,18 +178,9 @@ pub async fn run(args: ConvergeArgs) -> anyhow::Result<ConvergeReport> {
     let mut views = Vec::new();
     let mut pollers = tokio::task::JoinSet::new();
     for &node in &args.nodes {
-        let (tx, rx) = watch::channel(Seen {
-            at: Instant::now(),
-            counts: Arc::default(),
-        });
-        pollers.spawn(poll_node(
-            Api::new(Duration::from_secs(5), 1)?,
-            node,
-            prefix.clone(),
-            args.poll,
-            tx,
-            stop.clone(),
-        ));
+        let (tx, rx) = watch::channel(Seen { at: Instant::now(), counts: Arc::default() });
+        let api = Api::new(Duration::from_secs(5), 1)?;
+        pollers.spawn(poll_node(api, node, prefix.clone(), args.poll, tx, stop.clone()));
         views.push(rx);
     }
 

@@ -1,14 +1,10 @@
-//! `count`: `GET /count/{topic}` latency while the node is under load.
-//!
-//! Requests are paced (open-loop, `--rate` per second over `--connections`
-//! keep-alive connections) rather than fired back to back, because the
-//! question is how long a reader waits at a realistic rate, not how many
-//! requests two shared cores can squeeze through. Latency is measured from
-//! sending the request to having the whole body; tokio's timer has 1 ms
-//! granularity, so measuring from the scheduled start would add up to 1 ms of
-//! the load generator's own lateness to every sample. Requests that start
-//! more than 5 ms late are counted instead, to show when the load generator
-//! itself could not keep the pace.
+//! `count`: `GET /count/{topic}` latency while the node is under load,
+//! paced (open-loop, `--rate` per second over `--connections` keep-alive
+//! connections) because the question is how long a reader waits at a
+//! realistic rate. Latency runs from sending the request to having the whole
+//! body (tokio's 1 ms timer would add the load generator's own lateness to
+//! samples timed from the scheduled start); requests that start more than
+//! 5 ms late are counted instead, to show when the generator fell behind.
 
 use std::{
     collections::BTreeMap,
@@ -47,10 +43,9 @@ pub struct CountArgs {
     pub warmup: Duration,
 }
 
-/// What `count` measured.
+/// What `count` measured (`mode` is always `count`).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct CountReport {
-    /// Always `count`.
     pub mode: String,
     pub rate_target: f64,
     /// Measured requests that succeeded, failures by kind, successes per second.
@@ -88,7 +83,7 @@ pub async fn run(args: CountArgs) -> anyhow::Result<(CountReport, Latency)> {
     let end = measure_from + args.duration;
     let mut picker = args.topics.picker();
     let names: Vec<String> = (0..4096).map(|i| picker.topic(i)).collect();
-    let mut set = tokio::task::JoinSet::new();
+    let (rate_target, duration, mut set) = (args.rate, args.duration, tokio::task::JoinSet::new());
     for worker in 0..workers {
         let api = Api::new(Duration::from_secs(5), 1)?;
         let target = args.targets[worker % args.targets.len()];
@@ -112,56 +107,42 @@ pub async fn run(args: CountArgs) -> anyhow::Result<(CountReport, Latency)> {
                     Ok(_) if measured => latency.record(sent.elapsed()),
                     Ok(_) => {}
                     Err(error) if measured => {
-                        let kind = if error.to_string().contains("HTTP") {
-                            "status"
-                        } else {
-                            "transport"
-                        };
+                        let kind = if error.to_string().contains("HTTP") { "status" } else { "transport" };
                         *errors.entry(kind.to_owned()).or_default() += 1;
                     }
                     Err(_) => {}
                 }
                 slot += period;
             }
-            (latency, errors, late)
+            let rps = latency.len() as f64 / duration.as_secs_f64();
+            (
+                CountReport { rate_target, errors, achieved_rps: rps, late_starts: late, ..CountReport::default() },
+                latency,
+            )
         });
     }
-    let (mut latency, mut errors, mut late) = (Latency::default(), BTreeMap::new(), 0);
+    let mut workers = Vec::new();
     while let Some(done) = set.join_next().await {
-        let (worker_latency, worker_errors, worker_late) = done?;
-        latency.merge(&worker_latency);
-        add_counts(&mut errors, worker_errors);
-        late += worker_late;
+        workers.push(done?);
     }
-    let report = CountReport {
-        mode: "count".into(),
-        rate_target: args.rate,
-        requests: latency.len(),
-        errors,
-        achieved_rps: latency.len() as f64 / args.duration.as_secs_f64(),
-        late_starts: late,
-        latency: latency.summary(),
-    };
+    // Each worker's rate is its share: the whole run's is their sum.
+    let (mut report, latency) = merge(&workers).unwrap_or_default();
+    report.achieved_rps *= workers.len() as f64;
     Ok((report, latency))
 }
 
-/// Merges rounds into one report (percentiles over every sample).
-pub fn merge(rounds: &[(CountReport, Latency)]) -> Option<CountReport> {
-    let (first, _) = rounds.first()?;
-    let (mut latency, mut errors, mut late, mut rps) = (Latency::default(), BTreeMap::new(), 0, 0.0);
+/// Merges rounds (or workers) into one report: percentiles over every
+/// sample, errors and late starts summed, the mean rate.
+pub fn merge(rounds: &[(CountReport, Latency)]) -> Option<(CountReport, Latency)> {
+    let mut merged =
+        CountReport { mode: "count".into(), rate_target: rounds.first()?.0.rate_target, ..CountReport::default() };
+    let mut latency = Latency::default();
     for (report, histogram) in rounds {
         latency.merge(histogram);
-        add_counts(&mut errors, report.errors.clone());
-        late += report.late_starts;
-        rps += report.achieved_rps;
+        add_counts(&mut merged.errors, report.errors.clone());
+        merged.late_starts += report.late_starts;
+        merged.achieved_rps += report.achieved_rps / rounds.len() as f64;
     }
-    Some(CountReport {
-        mode: "count".into(),
-        rate_target: first.rate_target,
-        requests: latency.len(),
-        errors,
-        achieved_rps: rps / rounds.len() as f64,
-        late_starts: late,
-        latency: latency.summary(),
-    })
+    (merged.requests, merged.latency) = (latency.len(), latency.summary());
+    Some((merged, latency))
 }

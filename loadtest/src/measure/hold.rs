@@ -1,11 +1,9 @@
-//! `hold`: open C websocket connections over T topics and keep them open.
-//!
-//! It reports how fast the handshakes went (rate, connect p50/p99) and, given
+//! `hold`: open C websocket connections over T topics and keep them open;
+//! how fast the handshakes went (rate, connect p50/p99) and, given
 //! `--server-pid`, what the held connections cost the server in resident
 //! memory. One process holds at most ~19k sockets (the open-files limit is
-//! 20,000), so bigger runs start several `hold` processes; with `--wait-stdin`
-//! a process prints a `ready` line once everything is connected and releases
-//! when its stdin closes, which is how `suite` and `scale` drive them.
+//! 20,000), so bigger runs start several: with `--wait-stdin` a process prints
+//! a `ready` line once connected and releases when its stdin closes.
 
 use std::{
     collections::BTreeMap,
@@ -25,7 +23,9 @@ use tokio::{
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use super::{
-    Report, client, human, procfs,
+    Report,
+    client::{self, Ws},
+    human, procfs,
     stats::{Latency, LatencySummary},
     topics::{NetArgs, TopicArgs},
 };
@@ -67,60 +67,51 @@ pub struct HoldArgs {
     pub timeout: Duration,
 }
 
-/// Memory of one server process across the run, KiB.
+/// Memory of one server process (VmRSS, KiB): before connecting, with
+/// every connection held and settled, after the release.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ServerMemory {
     pub pid: u32,
-    /// VmRSS before connecting.
     pub rss_before_kib: u64,
-    /// VmRSS with every connection held and settled.
     pub rss_held_kib: u64,
-    /// VmRSS after the release.
     pub rss_released_kib: u64,
 }
 
-/// The `ready` line printed with `--wait-stdin`.
+/// The `ready` line printed with `--wait-stdin` (`event` is always `ready`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Ready {
-    /// Always `ready`.
     pub event: String,
     pub held: u64,
     pub failed: u64,
-    /// Seconds from the first connect to the last join.
     pub connect_secs: f64,
 }
 
-/// What `hold` measured.
+/// What `hold` measured (`mode` is always `hold`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HoldReport {
-    /// Always `hold`.
     pub mode: String,
+    /// Connections asked for, joined, failed (in all and by kind).
     pub requested: u64,
-    /// Connections that joined.
     pub held: u64,
-    /// Joins that failed, in all and by kind.
     pub failed: u64,
     pub errors: BTreeMap<String, u64>,
     /// Seconds from the first connect to the last join, and joins per second over it.
     pub connect_secs: f64,
     pub handshakes_per_sec: f64,
-    /// TCP connect + upgrade.
+    /// TCP connect to the end of the upgrade, and to the first count frame.
     pub handshake: LatencySummary,
-    /// TCP connect to first count frame.
     pub first_frame: LatencySummary,
     /// Held connections the server ended before the release.
     pub dropped_while_held: u64,
     /// Count pushes received while held.
     pub pushes: u64,
-    /// Seconds to close every connection.
+    /// Seconds to close every connection, and closes the server did not complete in time.
     pub release_secs: f64,
-    /// Closes the server did not complete within the timeout.
     pub unclean_closes: u64,
     /// Memory of each `--server-pid`.
     pub servers: Vec<ServerMemory>,
     /// Connection attempts the kernel dropped on full listen queues while
-    /// connecting (machine-wide `ListenOverflows`); each costs its client a
-    /// 1 s SYN retransmit.
+    /// connecting (machine-wide); each costs its client a 1 s SYN retransmit.
     #[serde(default)]
     pub listen_overflows: u64,
 }
@@ -128,32 +119,24 @@ pub struct HoldReport {
 impl HoldReport {
     /// Resident bytes per held connection, over all server processes.
     pub fn bytes_per_connection(&self) -> Option<f64> {
-        if self.held == 0 || self.servers.is_empty() {
-            return None;
-        }
-        let grown: i64 = self
-            .servers
-            .iter()
-            .map(|s| s.rss_held_kib as i64 - s.rss_before_kib as i64)
-            .sum();
-        Some(grown as f64 * 1024.0 / self.held as f64)
+        let grown = |s: &ServerMemory| s.rss_held_kib as i64 - s.rss_before_kib as i64;
+        let grown: i64 = self.servers.iter().map(grown).sum();
+        (self.held > 0 && !self.servers.is_empty()).then(|| grown as f64 * 1024.0 / self.held as f64)
     }
 }
 
 impl Report for HoldReport {
     fn summary(&self) -> String {
-        let memory = self
-            .bytes_per_connection()
-            .map(|b| format!(", server {b:.0} B/conn"))
-            .unwrap_or_default();
+        let memory = self.bytes_per_connection().map(|b| format!(", server {b:.0} B/conn"));
         format!(
-            "hold: {}/{} held ({} failed) in {:.1}s = {:.0} handshakes/s, connect {}{memory}; {} dropped while held; {} listen overflows",
+            "hold: {}/{} held ({} failed) in {:.1}s = {:.0} handshakes/s, connect {}{}; {} dropped while held; {} listen overflows",
             self.held,
             self.requested,
             self.failed,
             self.connect_secs,
             self.handshakes_per_sec,
             self.first_frame.short(),
+            memory.unwrap_or_default(),
             self.dropped_while_held,
             self.listen_overflows,
         )
@@ -168,38 +151,21 @@ struct Tally {
     unclean: AtomicU64,
 }
 
-/// Joins, then holds until `stop`; the join's outcome goes to `outcomes`.
-async fn connection(
-    joined: Result<client::Joined, client::JoinError>,
-    outcomes: mpsc::Sender<Result<(Duration, Duration), String>>,
-    stop: CancellationToken,
-    tally: Arc<Tally>,
-) {
-    let mut ws = match joined {
-        Ok(joined) => {
-            let _ = outcomes.send(Ok((joined.handshake, joined.first_frame))).await;
-            joined.ws
-        }
-        Err(error) => {
-            let _ = outcomes.send(Err(error.kind())).await;
-            return;
-        }
-    };
-    drop(outcomes);
+/// Holds a joined connection until `stop`, then leaves.
+async fn hold(mut ws: Ws, stop: CancellationToken, tally: Arc<Tally>) {
     loop {
         tokio::select! {
             () = stop.cancelled() => {
-                if !client::leave(ws, Duration::from_secs(5)).await {
-                    tally.unclean.fetch_add(1, Relaxed);
-                }
+                let clean = client::leave(ws, Duration::from_secs(5)).await;
+                tally.unclean.fetch_add(u64::from(!clean), Relaxed);
                 return;
             }
             frame = client::next_data_frame(&mut ws) => {
+                let counter = if frame.is_some() { &tally.pushes } else { &tally.dropped };
+                counter.fetch_add(1, Relaxed);
                 if frame.is_none() {
-                    tally.dropped.fetch_add(1, Relaxed);
                     return;
                 }
-                tally.pushes.fetch_add(1, Relaxed);
             }
         }
     }
@@ -211,27 +177,29 @@ fn rss_each(pids: &[u32]) -> Vec<u64> {
 
 /// Runs `hold`.
 pub async fn run(args: HoldArgs) -> anyhow::Result<HoldReport> {
-    let rss_before = rss_each(&args.server_pid);
-    let overflows_before = procfs::listen_overflows().unwrap_or(0);
+    let (rss_before, overflows_before) = (rss_each(&args.server_pid), procfs::listen_overflows().unwrap_or(0));
     let (stop, tracker, tally) = (CancellationToken::new(), TaskTracker::new(), Arc::new(Tally::default()));
     let (outcomes, mut results) = mpsc::channel(1024);
     let started = Instant::now();
     let spawning = tokio::spawn({
         let (args, stop, tracker, tally) = (args.clone(), stop.clone(), tracker.clone(), tally.clone());
-        let gate = Arc::new(Semaphore::new(args.concurrency.max(1)));
-        let (mut picker, timeout) = (args.topics.picker(), args.timeout);
+        let (gate, mut picker) = (Arc::new(Semaphore::new(args.concurrency.max(1))), args.topics.picker());
         async move {
             for sequence in 0..args.connections {
                 let Ok(permit) = gate.clone().acquire_owned().await else {
                     break;
                 };
-                let (target, source) = args.net.endpoint(sequence);
-                let topic = picker.topic(sequence);
-                let (outcomes, stop, tally) = (outcomes.clone(), stop.clone(), tally.clone());
+                let ((target, source), topic) = (args.net.endpoint(sequence), picker.topic(sequence));
+                let (outcomes, stop, tally, timeout) = (outcomes.clone(), stop.clone(), tally.clone(), args.timeout);
                 tracker.spawn(async move {
                     let joined = client::join(target, source, &topic, timeout).await;
                     drop(permit);
-                    connection(joined, outcomes, stop, tally).await;
+                    let outcome = joined.as_ref().map(|joined| (joined.handshake, joined.first_frame));
+                    let _ = outcomes.send(outcome.map_err(Clone::clone)).await;
+                    drop(outcomes);
+                    if let Ok(joined) = joined {
+                        hold(joined.ws, stop, tally).await;
+                    }
                 });
             }
         }
@@ -252,20 +220,14 @@ pub async fn run(args: HoldArgs) -> anyhow::Result<HoldReport> {
         }
     }
     spawning.await?;
-    let held = handshake.len();
-    let failed = errors.values().sum();
+    let (held, failed) = (handshake.len(), errors.values().sum());
     let connect_secs = last_join.duration_since(started).as_secs_f64();
     let listen_overflows = procfs::listen_overflows().unwrap_or(0).saturating_sub(overflows_before);
     tokio::time::sleep(args.settle).await;
     let rss_held = rss_each(&args.server_pid);
 
     if args.wait_stdin {
-        let ready = Ready {
-            event: "ready".into(),
-            held,
-            failed,
-            connect_secs,
-        };
+        let ready = Ready { event: "ready".into(), held, failed, connect_secs };
         println!("{}", serde_json::to_string(&ready)?);
         // Any line or the end of stdin releases the connections.
         let _ = BufReader::new(tokio::io::stdin()).lines().next_line().await;
@@ -279,15 +241,15 @@ pub async fn run(args: HoldArgs) -> anyhow::Result<HoldReport> {
     tracker.wait().await;
     let release_secs = releasing.elapsed().as_secs_f64();
     tokio::time::sleep(Duration::from_millis(500)).await;
-
-    let servers = (args.server_pid.iter().zip(rss_before).zip(rss_held))
-        .map(|((&pid, rss_before_kib), rss_held_kib)| ServerMemory {
+    let rss_released = rss_each(&args.server_pid);
+    let memory = (args.server_pid.iter().zip(rss_before).zip(rss_held).zip(rss_released)).map(
+        |(((&pid, rss_before_kib), rss_held_kib), rss_released_kib)| ServerMemory {
             pid,
             rss_before_kib,
             rss_held_kib,
-            rss_released_kib: procfs::rss_kib(pid).unwrap_or(0),
-        })
-        .collect();
+            rss_released_kib,
+        },
+    );
     Ok(HoldReport {
         mode: "hold".into(),
         requested: args.connections,
@@ -295,51 +257,14 @@ pub async fn run(args: HoldArgs) -> anyhow::Result<HoldReport> {
         failed,
         errors,
         connect_secs,
-        handshakes_per_sec: if connect_secs > 0.0 {
-            held as f64 / connect_secs
-        } else {
-            0.0
-        },
+        handshakes_per_sec: if connect_secs > 0.0 { held as f64 / connect_secs } else { 0.0 },
         handshake: handshake.summary(),
         first_frame: first_frame.summary(),
         dropped_while_held: tally.dropped.load(Relaxed),
         pushes: tally.pushes.load(Relaxed),
         release_secs,
         unclean_closes: tally.unclean.load(Relaxed),
-        servers,
+        servers: memory.collect(),
         listen_overflows,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use clap::Parser;
-
-    use super::*;
-
-    #[derive(Parser)]
-    struct Flags {
-        #[command(flatten)]
-        hold: HoldArgs,
-    }
-
-    #[test]
-    fn argv_parses_back_to_the_same_flags() {
-        let argv = [
-            "hold",
-            "--targets",
-            "127.0.0.1:1,127.0.0.1:2",
-            "--sources",
-            "127.0.0.2-3",
-            "--wait-stdin",
-        ];
-        let mut flags = Flags::parse_from(argv.into_iter().chain(["--dist", "zipf", "--settle", "1m 5ms"])).hold;
-        flags.server_pid = vec![7, 8];
-        let again = Flags::parse_from(
-            ["hold".to_owned()]
-                .into_iter()
-                .chain(super::super::argv(&flags).expect("argv")),
-        );
-        assert_eq!(format!("{flags:?}"), format!("{:?}", again.hold));
-    }
 }

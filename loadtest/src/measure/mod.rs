@@ -1,8 +1,7 @@
 //! The measuring half: one module per measurement (`hold`, `churn`, `count`,
-//! `converge`), each a clap flag struct, a serde report and a `run`, plus
-//! what they share (the websocket client, the node API, topics and source
-//! addresses, latency histograms, `/proc` readings). Nothing here starts a
-//! server or knows about BENCHMARKS.md.
+//! `converge`), each a clap flag struct, a serde report and a `run`, and what
+//! they share (websocket client, node API, topics and source addresses,
+//! latency histograms, `/proc`). Nothing here starts a server.
 
 pub mod api;
 pub mod churn;
@@ -25,10 +24,10 @@ pub trait Report: Serialize {
     fn summary(&self) -> String;
 }
 
-/// The command line that parses back to `flags`: each serialized field
-/// becomes `--field-name value` (lists comma-separated, `true` a bare flag;
-/// `false`, `None` and empty lists are left out). Durations serialize
-/// through [`human`], so this is how a run starts a child measurement.
+/// The command line that parses back to `flags`: each field becomes
+/// `--field-name value` (lists comma-separated, `true` a bare flag; `false`,
+/// `None` and empty lists left out; durations through [`human`]). This is
+/// how a run starts a child measurement.
 pub fn argv(flags: &impl Serialize) -> anyhow::Result<Vec<String>> {
     let Value::Object(fields) = serde_json::to_value(flags)? else {
         anyhow::bail!("flags must serialize to a map");
@@ -51,4 +50,24 @@ pub fn argv(flags: &impl Serialize) -> anyhow::Result<Vec<String>> {
 /// Serializes a duration the way `humantime::parse_duration` reads it.
 pub fn human<S: Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
     serializer.collect_str(&humantime::format_duration(*duration))
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Hold {
+        #[command(flatten)]
+        flags: super::hold::HoldArgs,
+    }
+
+    #[test]
+    fn argv_parses_back_to_the_same_flags() {
+        let argv = "hold --targets 127.0.0.1:1,127.0.0.1:2 --sources 127.0.0.2-3 --wait-stdin --dist zipf --settle 65s";
+        let mut flags = Hold::parse_from(argv.split(' ')).flags;
+        flags.server_pid = vec![7, 8];
+        let again = Hold::parse_from(["hold".to_owned()].into_iter().chain(super::argv(&flags).expect("argv")));
+        assert_eq!(format!("{flags:?}"), format!("{:?}", again.flags));
+    }
 }

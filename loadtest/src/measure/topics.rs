@@ -1,14 +1,9 @@
-//! Which topic a connection joins, and which addresses it uses.
-//!
-//! Uniform spreading is round-robin, not random, so a run of C connections
-//! over T topics puts exactly C/T on each and the counts a node reports can be
-//! checked exactly. Zipf draws from a seeded RNG over a precomputed CDF, the
-//! shape of real page popularity (a few hot pages, a long quiet tail).
-//!
-//! Client sockets bind to several 127.0.0.x source addresses because a socket
-//! bound to (address, port 0) takes its port from that address's ~28k
-//! ephemeral ports whatever the destination; 100k connections need at least
-//! four addresses.
+//! Which topic a connection joins and which addresses it uses. Uniform
+//! spreading is round-robin, so C connections over T topics put exactly C/T
+//! on each and counts can be checked exactly; Zipf draws from a seeded RNG
+//! over a precomputed CDF, the shape of page popularity. Clients bind to
+//! several 127.0.0.x source addresses because a socket bound to (address,
+//! port 0) takes its port from that address's ~28k ephemeral ports.
 
 use std::{
     net::{IpAddr, Ipv4Addr, SocketAddr},
@@ -52,24 +47,22 @@ pub struct TopicArgs {
 impl TopicArgs {
     /// Uniform topics `prefix0..prefix{topics-1}`.
     pub fn uniform(prefix: impl Into<String>, topics: u64) -> Self {
-        Self {
-            topics,
-            dist: Dist::Uniform,
-            zipf_s: 1.0,
-            topic_prefix: prefix.into(),
-            seed: 1,
-        }
+        Self { topics, dist: Dist::Uniform, zipf_s: 1.0, topic_prefix: prefix.into(), seed: 1 }
     }
 
     /// A picker for these flags.
     pub fn picker(&self) -> TopicPicker {
         let topics = self.topics.max(1);
-        TopicPicker {
-            prefix: self.topic_prefix.clone(),
-            topics,
-            cdf: (self.dist == Dist::Zipf).then(|| zipf_cdf(topics, self.zipf_s)),
-            rng: SmallRng::seed_from_u64(self.seed),
-        }
+        let cdf = (self.dist == Dist::Zipf).then(|| {
+            let weights: Vec<f64> = (1..=topics).map(|k| 1.0 / (k as f64).powf(self.zipf_s)).collect();
+            let total: f64 = weights.iter().sum();
+            let cumulative = |acc: &mut f64, w: &f64| {
+                *acc += w / total;
+                Some(*acc)
+            };
+            weights.iter().scan(0.0, cumulative).collect()
+        });
+        TopicPicker { prefix: self.topic_prefix.clone(), topics, cdf, rng: SmallRng::seed_from_u64(self.seed) }
     }
 }
 
@@ -82,20 +75,15 @@ pub struct TopicPicker {
 }
 
 impl TopicPicker {
-    /// The rank of connection `sequence`'s topic.
-    pub fn rank(&mut self, sequence: u64) -> u64 {
-        match &self.cdf {
+    /// The topic of connection `sequence`.
+    pub fn topic(&mut self, sequence: u64) -> String {
+        let rank = match &self.cdf {
             None => sequence % self.topics,
             Some(cdf) => {
                 let draw: f64 = self.rng.random_range(0.0..1.0);
                 cdf.partition_point(|&p| p < draw).min(cdf.len() - 1) as u64
             }
-        }
-    }
-
-    /// The topic of connection `sequence`.
-    pub fn topic(&mut self, sequence: u64) -> String {
-        let rank = self.rank(sequence);
+        };
         self.name(rank)
     }
 
@@ -105,21 +93,8 @@ impl TopicPicker {
     }
 }
 
-fn zipf_cdf(topics: u64, s: f64) -> Vec<f64> {
-    let weights: Vec<f64> = (1..=topics).map(|k| 1.0 / (k as f64).powf(s)).collect();
-    let total: f64 = weights.iter().sum();
-    let mut acc = 0.0;
-    weights
-        .iter()
-        .map(|w| {
-            acc += w / total;
-            acc
-        })
-        .collect()
-}
-
 /// A list of client source addresses: `127.0.0.2-5,127.0.1.9`, or `none` to
-/// let the kernel choose.
+/// let the kernel choose. Only loopback addresses: traffic stays here.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Sources(pub Vec<IpAddr>);
 
@@ -127,23 +102,19 @@ impl FromStr for Sources {
     type Err = String;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        if text.trim() == "none" {
-            return Ok(Self(Vec::new()));
-        }
         let mut addrs = Vec::new();
-        for item in text.split(',').map(str::trim).filter(|item| !item.is_empty()) {
-            match item.split_once('-') {
-                None => addrs.push(item.parse::<IpAddr>().map_err(|error| format!("{item}: {error}"))?),
-                Some((first, last)) => {
-                    let first: Ipv4Addr = first.parse().map_err(|error| format!("{item}: {error}"))?;
-                    let last: u8 = last.parse().map_err(|error| format!("{item}: {error}"))?;
-                    let [a, b, c, start] = first.octets();
-                    if last < start {
-                        return Err(format!("{item}: range runs backwards"));
-                    }
-                    addrs.extend((start..=last).map(|d| IpAddr::V4(Ipv4Addr::new(a, b, c, d))));
-                }
+        for item in text.split(',').map(str::trim).filter(|item| !item.is_empty() && *item != "none") {
+            let bad = |error: &dyn std::fmt::Display| format!("{item}: {error}");
+            let Some((first, last)) = item.split_once('-') else {
+                addrs.push(item.parse::<IpAddr>().map_err(|e| bad(&e))?);
+                continue;
+            };
+            let [a, b, c, start] = first.parse::<Ipv4Addr>().map_err(|e| bad(&e))?.octets();
+            let last: u8 = last.parse().map_err(|e| bad(&e))?;
+            if last < start {
+                return Err(bad(&"range runs backwards"));
             }
+            addrs.extend((start..=last).map(|d| IpAddr::V4(Ipv4Addr::new(a, b, c, d))));
         }
         if addrs.iter().any(|addr| !addr.is_loopback()) {
             return Err("source addresses must be loopback (127.0.0.0/8): traffic stays on this machine".into());
@@ -174,21 +145,17 @@ impl NetArgs {
     /// The (target, source) of connection `sequence`: targets round-robin,
     /// then sources, so every pair gets the same share.
     pub fn endpoint(&self, sequence: u64) -> (SocketAddr, Option<IpAddr>) {
-        let targets = self.targets.len().max(1) as u64;
-        let target = self.targets[(sequence % targets) as usize];
-        let source = (!self.sources.0.is_empty())
-            .then(|| self.sources.0[((sequence / targets) % self.sources.0.len() as u64) as usize]);
-        (target, source)
+        let (targets, sources) = (&self.targets, &self.sources.0);
+        let per_target = sequence / targets.len().max(1) as u64;
+        let source = (!sources.is_empty()).then(|| sources[(per_target % sources.len() as u64) as usize]);
+        (targets[(sequence % targets.len().max(1) as u64) as usize], source)
     }
 }
 
 /// Parses a socket address and refuses any that is not on this machine.
 pub fn loopback_addr(text: &str) -> Result<SocketAddr, String> {
     let addr: SocketAddr = text.parse().map_err(|error| format!("{text}: {error}"))?;
-    if !addr.ip().is_loopback() {
-        return Err(format!("{text}: only loopback targets are allowed"));
-    }
-    Ok(addr)
+    addr.ip().is_loopback().then_some(addr).ok_or_else(|| format!("{text}: only loopback targets are allowed"))
 }
 
 #[cfg(test)]
@@ -200,42 +167,26 @@ mod tests {
         let sources: Sources = "127.0.0.2-4,127.0.1.9".parse().expect("parses");
         assert_eq!(serde_json::json!(sources), "127.0.0.2,127.0.0.3,127.0.0.4,127.0.1.9");
         assert_eq!(serde_json::json!("none".parse::<Sources>().expect("parses")), "none");
-        assert!("10.0.0.1".parse::<Sources>().is_err());
-        assert!("127.0.0.9-3".parse::<Sources>().is_err());
+        assert!("10.0.0.1".parse::<Sources>().is_err() && "127.0.0.9-3".parse::<Sources>().is_err());
         assert!(loopback_addr("192.168.1.1:80").is_err());
     }
 
     #[test]
-    fn uniform_is_exact_round_robin() {
+    fn uniform_is_round_robin_and_zipf_favours_low_ranks() {
         let mut picker = TopicArgs::uniform("t/", 3).picker();
-        let names: Vec<String> = (0..6).map(|i| picker.topic(i)).collect();
-        assert_eq!(names, ["t/0", "t/1", "t/2", "t/0", "t/1", "t/2"]);
-    }
-
-    #[test]
-    fn zipf_favours_low_ranks_and_stays_in_range() {
-        let args = TopicArgs {
-            dist: Dist::Zipf,
-            ..TopicArgs::uniform("t/", 100)
-        };
-        let mut picker = args.picker();
+        assert_eq!((0..6).map(|i| picker.topic(i)).collect::<Vec<_>>(), ["t/0", "t/1", "t/2", "t/0", "t/1", "t/2"]);
+        let mut picker = TopicArgs { dist: Dist::Zipf, ..TopicArgs::uniform("", 100) }.picker();
         let mut hits = [0u64; 100];
         for i in 0..20_000 {
-            hits[picker.rank(i) as usize] += 1;
+            hits[picker.topic(i).parse::<usize>().expect("rank")] += 1;
         }
         assert!(hits[0] > hits[1] && hits[1] > hits[9] && hits[9] > hits[99], "{hits:?}");
     }
 
     #[test]
     fn endpoints_cover_every_pair() {
-        let net = NetArgs {
-            targets: vec![
-                "127.0.0.1:1".parse().expect("addr"),
-                "127.0.0.1:2".parse().expect("addr"),
-            ],
-            sources: "127.0.0.2-3".parse().expect("sources"),
-        };
-        let pairs: std::collections::HashSet<_> = (0..4).map(|i| net.endpoint(i)).collect();
-        assert_eq!(pairs.len(), 4);
+        let targets = vec!["127.0.0.1:1".parse().expect("addr"), "127.0.0.1:2".parse().expect("addr")];
+        let net = NetArgs { targets, sources: "127.0.0.2-3".parse().expect("sources") };
+        assert_eq!((0..4).map(|i| net.endpoint(i)).collect::<std::collections::HashSet<_>>().len(), 4);
     }
 }

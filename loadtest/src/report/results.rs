@@ -64,11 +64,7 @@ impl GossipReading {
 
     /// Mean sent bytes per second per node.
     pub fn mean_sent(&self) -> f64 {
-        if self.sent_bps.is_empty() {
-            0.0
-        } else {
-            self.sent_bps.iter().sum::<f64>() / self.sent_bps.len() as f64
-        }
+        if self.sent_bps.is_empty() { 0.0 } else { self.sent_bps.iter().sum::<f64>() / self.sent_bps.len() as f64 }
     }
 }
 
@@ -152,12 +148,7 @@ pub struct ScaleResults {
 impl ScaleResults {
     /// Resident bytes per held connection over all nodes.
     pub fn bytes_per_connection(&self) -> Option<f64> {
-        let grown: i64 = self
-            .rss_held_kib
-            .iter()
-            .zip(&self.rss_before_kib)
-            .map(|(h, b)| *h as i64 - *b as i64)
-            .sum();
+        let grown: i64 = self.rss_held_kib.iter().zip(&self.rss_before_kib).map(|(h, b)| *h as i64 - *b as i64).sum();
         (self.held > 0).then(|| grown as f64 * 1024.0 / self.held as f64)
     }
 }

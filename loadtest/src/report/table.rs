@@ -82,10 +82,7 @@ mod tests {
 
     #[test]
     fn thousands_groups_digits() {
-        assert_eq!(
-            [thousands(0.0), thousands(999.4), thousands(100_000.0)],
-            ["0", "999", "100,000"]
-        );
+        assert_eq!([thousands(0.0), thousands(999.4), thousands(100_000.0)], ["0", "999", "100,000"]);
         assert_eq!(thousands(-1234.0), "-1,234");
     }
 

@@ -1,10 +1,8 @@
 //! The bench lab: starts headcount nodes, bare servers and `hold` processes
-//! on this machine, reads the nodes while a run goes on, and stops them.
-//!
-//! Every child is killed when its handle is dropped, so an error halfway
-//! through a run leaves no server behind. Ports come from the kernel (bind
-//! to port 0, read it, close) because other people run tests on this machine
-//! at the same time; logs go to `target/loadtest/logs/`.
+//! on kernel-chosen loopback ports (other people run tests here too), logs
+//! them to `target/loadtest/logs/`, reads the nodes while a run goes on, and
+//! stops them; every child is killed when its handle drops, so an error
+//! halfway through a run leaves no server behind.
 
 use std::{
     net::{SocketAddr, TcpListener, UdpSocket},
@@ -29,11 +27,9 @@ use crate::{
     report::results::GossipReading,
 };
 
-/// A running server process.
+/// A running server process; `name` is also its node name and its log's.
 pub struct Server {
-    /// Its name (node name for headcount), also its log's.
     pub name: String,
-    /// HTTP and websocket address.
     pub http: SocketAddr,
     /// Gossip address (headcount only).
     pub gossip: Option<SocketAddr>,
@@ -49,11 +45,7 @@ impl Server {
 
     /// Asks the process to stop (SIGTERM), then kills it after `grace`.
     pub async fn stop(mut self, grace: Duration) {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.pid.to_string())
-            .status()
-            .await;
+        let _ = Command::new("kill").arg("-TERM").arg(self.pid.to_string()).status().await;
         if tokio::time::timeout(grace, self.child.wait()).await.is_err() {
             let _ = self.child.kill().await;
         }
@@ -65,7 +57,7 @@ impl Server {
     }
 }
 
-/// A `hold` child process.
+/// A `hold` child process: `ready` once connected, `release` when stdin closes.
 pub struct Holder {
     child: Child,
     stdin: Option<ChildStdin>,
@@ -75,12 +67,11 @@ pub struct Holder {
 impl Holder {
     /// Waits for the `ready` line.
     pub async fn ready(&mut self, timeout: Duration) -> anyhow::Result<Ready> {
-        let deadline = Instant::now() + timeout;
+        let deadline = (Instant::now() + timeout).into();
         loop {
-            let line = tokio::time::timeout_at(deadline.into(), self.lines.next_line())
-                .await
-                .map_err(|_| anyhow!("hold process not ready after {timeout:?}"))??
-                .ok_or_else(|| anyhow!("hold process exited before it was ready"))?;
+            let line = tokio::time::timeout_at(deadline, self.lines.next_line()).await;
+            let line = line.map_err(|_| anyhow!("hold process not ready after {timeout:?}"))??;
+            let line = line.ok_or_else(|| anyhow!("hold process exited before it was ready"))?;
             if let Ok(ready) = serde_json::from_str::<Ready>(&line)
                 && ready.event == "ready"
             {
@@ -94,7 +85,7 @@ impl Holder {
         drop(self.stdin.take());
     }
 
-    /// Closes its stdin (release) and reads its report.
+    /// Releases (if not started yet) and reads the process's report.
     pub async fn release(mut self, timeout: Duration) -> anyhow::Result<HoldReport> {
         self.start_release();
         let report = tokio::time::timeout(timeout, async {
@@ -104,21 +95,20 @@ impl Holder {
                 }
             }
             Err(anyhow!("hold process ended without a report"))
-        })
-        .await
-        .map_err(|_| anyhow!("hold process did not report within {timeout:?}"))??;
+        });
+        let report = report.await.map_err(|_| anyhow!("hold process did not report within {timeout:?}"))??;
         let _ = tokio::time::timeout(Duration::from_secs(5), self.child.wait()).await;
         Ok(report)
     }
 }
 
-/// Where the binaries and logs are, and a client for the nodes' API.
+/// Where the binaries and logs are (`dir` is `target/loadtest`), and a
+/// client for the nodes' API.
 pub struct Lab {
-    /// `target/loadtest`.
     pub dir: PathBuf,
-    headcount: PathBuf,
-    bare: PathBuf,
     load: PathBuf,
+    bare: PathBuf,
+    headcount: PathBuf,
     pub api: Api,
 }
 
@@ -126,33 +116,17 @@ impl Lab {
     /// Finds the binaries next to this one (or `headcount`).
     pub fn new(headcount: Option<PathBuf>) -> anyhow::Result<Self> {
         let load = std::env::current_exe().context("own executable")?;
-        let bin_dir = load
-            .parent()
-            .ok_or_else(|| anyhow!("executable has no directory"))?
-            .to_path_buf();
-        let headcount = headcount.unwrap_or_else(|| bin_dir.join("headcount"));
-        let bare = bin_dir.join("headcount-bare");
+        let bin = load.parent().ok_or_else(|| anyhow!("executable has no directory"))?.to_path_buf();
+        let (headcount, bare) = (headcount.unwrap_or_else(|| bin.join("headcount")), bin.join("headcount-bare"));
         for binary in [&headcount, &bare] {
             if !binary.exists() {
-                bail!(
-                    "{} not found: build with `cargo build --release -p headcount -p headcount-load`",
-                    binary.display()
-                );
+                let build = "build with `cargo build --release -p headcount -p headcount-load`";
+                bail!("{} not found: {build}", binary.display());
             }
         }
-        let dir = bin_dir
-            .parent()
-            .map_or_else(|| bin_dir.clone(), Path::to_path_buf)
-            .join("loadtest");
+        let dir = bin.parent().map_or_else(|| bin.clone(), Path::to_path_buf).join("loadtest");
         std::fs::create_dir_all(dir.join("logs"))?;
-        let api = Api::new(Duration::from_secs(10), usize::MAX)?;
-        Ok(Self {
-            dir,
-            headcount,
-            bare,
-            load,
-            api,
-        })
+        Ok(Self { dir, load, bare, headcount, api: Api::new(Duration::from_secs(10), usize::MAX)? })
     }
 
     fn log(&self, name: &str) -> anyhow::Result<Stdio> {
@@ -163,16 +137,13 @@ impl Lab {
     pub fn headcount(&self, name: &str, interval: Duration, seed: Option<SocketAddr>) -> anyhow::Result<Server> {
         let (http, grpc, gossip) = (free_tcp()?, free_tcp()?, UdpSocket::bind("127.0.0.1:0")?.local_addr()?);
         let mut command = Command::new(&self.headcount);
-        for (flag, value) in [("--http", http), ("--grpc", grpc), ("--gossip", gossip)] {
-            command.arg(flag).arg(value.to_string());
+        for (flag, addr) in
+            [("--http", Some(http)), ("--grpc", Some(grpc)), ("--gossip", Some(gossip)), ("--seeds", seed)]
+        {
+            command.args(addr.map(|addr| [flag.to_owned(), addr.to_string()]).into_iter().flatten());
         }
         command.args(["--node-name", name, "--max-connections-per-ip", "1000000"]);
-        command
-            .arg("--gossip-interval")
-            .arg(format!("{}ms", interval.as_millis()));
-        if let Some(seed) = seed {
-            command.arg("--seeds").arg(seed.to_string());
-        }
+        command.arg("--gossip-interval").arg(format!("{}ms", interval.as_millis()));
         self.spawn(command, name, http, Some(gossip))
     }
 
@@ -191,22 +162,10 @@ impl Lab {
         http: SocketAddr,
         gossip: Option<SocketAddr>,
     ) -> anyhow::Result<Server> {
-        command
-            .stdin(Stdio::null())
-            .stdout(self.log(name)?)
-            .stderr(self.log(&format!("{name}.err"))?);
-        let child = command
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("starting {name}"))?;
+        command.stdin(Stdio::null()).stdout(self.log(name)?).stderr(self.log(&format!("{name}.err"))?);
+        let child = command.kill_on_drop(true).spawn().with_context(|| format!("starting {name}"))?;
         let pid = child.id().ok_or_else(|| anyhow!("{name} exited at once"))?;
-        Ok(Server {
-            name: name.into(),
-            http,
-            gossip,
-            pid,
-            child,
-        })
+        Ok(Server { name: name.into(), http, gossip, pid, child })
     }
 
     /// Waits until `/healthz` answers on every server (20 s at most).
@@ -215,11 +174,7 @@ impl Lab {
         for server in servers {
             while !self.api.healthy(server.http).await {
                 if let Some(status) = server.exited() {
-                    bail!(
-                        "{} exited ({status}); see {}",
-                        server.name,
-                        self.dir.join("logs").display()
-                    );
+                    bail!("{} exited ({status}); see {}", server.name, self.dir.join("logs").display());
                 }
                 if Instant::now() > deadline {
                     bail!("{} not healthy after 20 s", server.name);
@@ -234,9 +189,8 @@ impl Lab {
     /// `n` alive.
     pub async fn cluster(&self, tag: &str, n: usize, interval: Duration) -> anyhow::Result<Vec<Server>> {
         let mut nodes = vec![self.headcount(&format!("{tag}-n0"), interval, None)?];
-        let seed = nodes[0].gossip;
         for i in 1..n {
-            nodes.push(self.headcount(&format!("{tag}-n{i}"), interval, seed)?);
+            nodes.push(self.headcount(&format!("{tag}-n{i}"), interval, nodes[0].gossip)?);
         }
         self.wait_healthy(&mut nodes).await?;
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -253,32 +207,18 @@ impl Lab {
 
     /// Starts a `hold` process with these flags (and `--wait-stdin`).
     pub fn holder(&self, name: &str, flags: &HoldArgs) -> anyhow::Result<Holder> {
-        let flags = HoldArgs {
-            wait_stdin: true,
-            ..flags.clone()
-        };
-        let mut child = Command::new(&self.load)
-            .arg("hold")
-            .args(argv(&flags)?)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(self.log(name)?)
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("starting {name}"))?;
-        let stdin = child.stdin.take();
+        let mut command = Command::new(&self.load);
+        command.arg("hold").args(argv(&HoldArgs { wait_stdin: true, ..flags.clone() })?);
+        command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(self.log(name)?);
+        let mut child = command.kill_on_drop(true).spawn().with_context(|| format!("starting {name}"))?;
         let stdout = child.stdout.take().ok_or_else(|| anyhow!("{name}: no stdout"))?;
-        Ok(Holder {
-            child,
-            stdin,
-            lines: BufReader::new(stdout).lines(),
-        })
+        Ok(Holder { stdin: child.stdin.take(), child, lines: BufReader::new(stdout).lines() })
     }
 
     /// Polls every node (each on its own, every `poll`) until it reports
-    /// `want` as its `/counts` total; how long each took, `None` for a node
+    /// `want` as its `/counts` total: how long each took, `None` for a node
     /// that had not after `timeout`.
-    pub async fn wait_totals_each(
+    pub async fn wait_totals(
         &self,
         nodes: &[SocketAddr],
         want: u64,
@@ -301,71 +241,35 @@ impl Lab {
         futures_util::future::join_all(waits).await
     }
 
-    /// Like [`Lab::wait_totals_each`], the slowest node.
-    pub async fn wait_totals(
-        &self,
-        nodes: &[SocketAddr],
-        want: u64,
-        poll: Duration,
-        timeout: Duration,
-    ) -> Option<Duration> {
-        slowest(&self.wait_totals_each(nodes, want, poll, timeout).await)
-    }
-
     /// Every node's `/counts` total, for a problem report.
     pub async fn totals(&self, nodes: &[SocketAddr]) -> String {
         let mut totals = Vec::new();
         for &node in nodes {
-            totals.push(
-                self.api
-                    .total(node)
-                    .await
-                    .map_or_else(|e| format!("error {e}"), |t| t.to_string()),
-            );
+            totals.push(self.api.total(node).await.map_or_else(|e| format!("error {e}"), |t| t.to_string()));
         }
         totals.join(", ")
     }
 
-    /// Unless every node's total reaches `want` within 5 s, a problem saying
-    /// what they were instead.
-    pub async fn check_totals(&self, nodes: &[SocketAddr], want: u64, when: &str, problems: &mut Vec<String>) {
-        if self
-            .wait_totals(nodes, want, Duration::from_millis(50), Duration::from_secs(5))
-            .await
-            .is_none()
-        {
-            let seen = self.totals(nodes).await;
-            problems.push(format!(
-                "{when}: /counts totals [{seen}] never reached {want} within 5 s"
-            ));
-        }
-    }
-
-    /// One counter's value on every node (NaN where unreadable).
-    pub async fn counter_each(&self, nodes: &[SocketAddr], name: &str) -> Vec<f64> {
+    /// Each of the counters `names` on every node (NaN where unreadable).
+    pub async fn counters<const N: usize>(&self, nodes: &[SocketAddr], names: [&str; N]) -> Vec<[f64; N]> {
         let mut values = Vec::new();
         for &node in nodes {
-            values.push(self.api.metrics(node).await.map_or(f64::NAN, |m| m.sum(name)));
+            values.push(self.api.metrics(node, names).await.unwrap_or([f64::NAN; N]));
         }
         values
     }
 
     /// Reads gossip counters on every node over `window`.
     pub async fn gossip(&self, nodes: &[SocketAddr], window: Duration) -> GossipReading {
-        let read = |node| async move {
-            let names = ["sent_bytes", "received_bytes"].map(|n| format!("headcount_gossip_{n}_total"));
-            let metrics = self.api.metrics(node).await.ok();
-            let sum = |name: &str| metrics.as_ref().map_or(f64::NAN, |m| m.sum(name));
-            [sum(&names[0]), sum(&names[1]), sum("headcount_cluster_pulls_total")]
-        };
+        let names = ["headcount_gossip_sent_bytes_total", "headcount_gossip_received_bytes_total", PULLS];
         let mut before = Vec::new();
         for &node in nodes {
-            before.push((Instant::now(), read(node).await));
+            before.push((Instant::now(), self.api.metrics(node, names).await.unwrap_or([f64::NAN; 3])));
         }
         tokio::time::sleep(window).await;
         let mut reading = GossipReading::default();
         for (&node, (at, [sent, received, pulls])) in nodes.iter().zip(before) {
-            let after = read(node).await;
+            let after = self.api.metrics(node, names).await.unwrap_or([f64::NAN; 3]);
             let secs = at.elapsed().as_secs_f64();
             reading.sent_bps.push((after[0] - sent) / secs);
             reading.received_bps.push((after[1] - received) / secs);
@@ -383,13 +287,7 @@ impl Lab {
         let limit = idle.max_sent() * 1.5 + 200.0;
         let started = Instant::now();
         while started.elapsed() < max_wait {
-            if self
-                .gossip(nodes, Duration::from_secs(1))
-                .await
-                .sent_bps
-                .iter()
-                .all(|&bps| bps <= limit)
-            {
+            if self.gossip(nodes, Duration::from_secs(1)).await.sent_bps.iter().all(|&bps| bps <= limit) {
                 return Some(started.elapsed());
             }
         }
@@ -397,12 +295,8 @@ impl Lab {
     }
 }
 
-/// The longest of the waits, `None` if one did not end.
-pub fn slowest(waits: &[Option<Duration>]) -> Option<Duration> {
-    waits
-        .iter()
-        .try_fold(Duration::ZERO, |slowest, took| took.map(|took| slowest.max(took)))
-}
+/// The counter of full-state pulls a node made.
+pub const PULLS: &str = "headcount_cluster_pulls_total";
 
 fn free_tcp() -> anyhow::Result<SocketAddr> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?)

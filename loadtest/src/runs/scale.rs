@@ -70,19 +70,13 @@ pub async fn run(args: ScaleArgs) -> anyhow::Result<ScaleResults> {
         requested: args.connections,
         ..ScaleResults::default()
     };
-    say(
-        "scale",
-        format_args!("starting {} nodes, X = {:?}", args.nodes, args.interval),
-    );
+    say("scale", format_args!("starting {} nodes, X = {:?}", args.nodes, args.interval));
     let nodes = lab.cluster("scale", args.nodes, args.interval).await?;
     let https: Vec<SocketAddr> = nodes.iter().map(|node| node.http).collect();
     r.gossip_idle = lab.gossip(&https, Duration::from_secs(5)).await;
     r.rss_before_kib = nodes.iter().map(|node| node.rss_kib()).collect();
 
-    say(
-        "scale",
-        format_args!("{} load processes opening {} connections", args.procs, args.connections),
-    );
+    say("scale", format_args!("{} load processes opening {} connections", args.procs, args.connections));
     let mut holds = Vec::new();
     for p in 0..args.procs {
         let count = per_proc.min(args.connections.saturating_sub(per_proc * p as u64));
@@ -91,29 +85,17 @@ pub async fn run(args: ScaleArgs) -> anyhow::Result<ScaleResults> {
         holds.push(hold_flags(&[https[p % https.len()]], &from, count, topics, &[])?);
     }
     let (idle, wait, settle) = (&r.gossip_idle, Duration::from_secs(60), args.interval * 2);
-    let plan = QuietPlan {
-        tag: "scale",
-        nodes: &nodes,
-        idle,
-        wait,
-        settle,
-        window: args.window,
-    };
+    let plan = QuietPlan { tag: "scale", nodes: &nodes, idle, wait, settle, window: args.window };
     let quiet = quiet(&lab, plan, &holds, &mut r.problems).await?;
-    (r.held, r.connect_secs, r.agree_ms) = (quiet.held, quiet.connect_secs, quiet.agree_ms());
+    (r.held, r.connect_secs, r.agree_ms) = (quiet.held, quiet.connect_secs, quiet.agree_ms);
     (r.agree_each_ms, r.pulls_each, r.rss_held_kib) = (quiet.agree_each_ms, quiet.pulls_each, quiet.rss_held_kib);
     (r.quiet_tail_secs, r.gossip_steady) = (quiet.tail_secs, quiet.gossip);
     (r.release_secs, r.release_agree_ms, r.holds) = (quiet.release_secs, quiet.release_agree_ms, quiet.holds);
-    let worst = r
-        .holds
-        .iter()
-        .map(|h| h.first_frame)
-        .max_by(|a, b| a.p99_ms.total_cmp(&b.p99_ms));
+    let worst = r.holds.iter().map(|h| h.first_frame).max_by(|a, b| a.p99_ms.total_cmp(&b.p99_ms));
     r.connect_worst = worst.unwrap_or_default();
     for mut node in nodes {
         if let Some(status) = node.exited() {
-            r.problems
-                .push(format!("node {} exited during the run ({status})", node.name));
+            r.problems.push(format!("node {} exited during the run ({status})", node.name));
         }
         node.stop(Duration::from_secs(15)).await;
     }

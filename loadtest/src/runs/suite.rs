@@ -1,16 +1,11 @@
-//! `suite`: the standard benchmark run, ratios to a baseline measured in the
-//! same run, written into BENCHMARKS.md.
-//!
-//! This machine is shared and noisy (two cores, other people compiling), so
-//! no absolute number here means much on its own. Every per-node figure is
-//! taken for headcount and for the bare server back to back, on fresh
-//! processes, with the same load, and the ratio is the claim. Churn, the
-//! figure most exposed to noise, alternates bare/headcount rounds and keeps
-//! every round. Cluster figures have no bare counterpart: they are compared
-//! with their targets, which are written in terms of X. The suite also checks
-//! what it can see of correctness (totals back to 0 after every release, no
-//! held connection dropped, `/count` agreeing with the poller) and reports
-//! any failure as a product bug with its numbers.
+//! `suite`: the standard benchmark run. The machine is shared and noisy, so
+//! every per-node figure is taken for headcount and for the bare server back
+//! to back, on fresh processes, with the same load, and the ratio is the
+//! claim (churn and GET /count alternate bare/headcount rounds); cluster
+//! figures are compared with their targets, written in terms of X. What it
+//! sees of correctness (totals back to 0 after every release, no held
+//! connection dropped, `/count` agreeing with the poller) goes into the
+//! report as product bugs with their numbers.
 
 use std::{
     net::SocketAddr,
@@ -19,7 +14,7 @@ use std::{
 
 use clap::Args;
 
-use super::{QuietPlan, RunArgs, churn_flags, hold_flags, lab::Lab, now_utc, quiet, say};
+use super::{QuietPlan, RunArgs, check_totals, churn_flags, hold_flags, lab::Lab, now_utc, quiet, say};
 use crate::{
     measure::{
         Report, churn,
@@ -30,7 +25,6 @@ use crate::{
     },
     report::results::{ClusterResults, SuiteResults},
 };
-
 /// Flags of `suite`.
 #[derive(Debug, Clone, Args)]
 pub struct SuiteArgs {
@@ -88,16 +82,10 @@ pub struct SuiteArgs {
 
 /// Runs `suite`.
 pub async fn run(args: SuiteArgs) -> anyhow::Result<SuiteResults> {
-    let started = Instant::now();
-    let lab = Lab::new(args.run.headcount.clone())?;
-    let mut results = SuiteResults {
-        mode: "suite".into(),
-        started: now_utc(),
-        machine: Some(procfs::machine()),
-        connections: args.connections,
-        topics: args.topics,
-        ..SuiteResults::default()
-    };
+    let (started, lab) = (Instant::now(), Lab::new(args.run.headcount.clone())?);
+    let (connections, topics) = (args.connections, args.topics);
+    let (mode, machine) = ("suite".into(), Some(procfs::machine()));
+    let mut results = SuiteResults { mode, started: now_utc(), machine, connections, topics, ..Default::default() };
     if !args.skip_node {
         node_part(&lab, &args, &mut results).await?;
     }
@@ -126,74 +114,44 @@ async fn node_part(lab: &Lab, args: &SuiteArgs, results: &mut SuiteResults) -> a
     for server in &servers {
         // A short closed-loop churn so lazy allocations happen before any reading.
         let warm = TopicArgs::uniform("warm/", 16);
-        churn::run(churn_flags(
-            &[server.http],
-            "127.0.0.9",
-            warm,
-            (0.0, 16),
-            Duration::from_secs(1),
-            &[],
-        )?)
-        .await?;
+        churn::run(churn_flags(&[server.http], "127.0.0.9", warm, (0.0, 16), Duration::from_secs(1), &[])?).await?;
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
-    let (node, problems) = (&mut results.node, &mut results.problems);
-    let hc = [servers[1].http];
+    let (node, problems, hc) = (&mut results.node, &mut results.problems, [servers[1].http]);
     let topics = TopicArgs::uniform("hold/", args.topics);
     let mut holders = Vec::new();
     for (server, from) in servers.iter().zip(["127.0.0.2-5", "127.0.0.6-9"]) {
-        say(
-            "suite",
-            format_args!(
-                "{}: holding {} connections over {} topics",
-                server.name, args.connections, args.topics
-            ),
-        );
+        say("suite", format_args!("{}: holding {} over {} topics", server.name, args.connections, args.topics));
         let flags = hold_flags(&[server.http], from, args.connections, topics.clone(), &[server.pid])?;
         let mut holder = lab.holder(&format!("hold-{}", server.name), &flags)?;
         let ready = holder.ready(Duration::from_secs(120)).await?;
         say(
             "suite",
-            format_args!(
-                "{}: {} held, {} failed in {:.1}s",
-                server.name, ready.held, ready.failed, ready.connect_secs
-            ),
+            format_args!("{}: {} held, {} failed in {:.1}s", server.name, ready.held, ready.failed, ready.connect_secs),
         );
         holders.push((holder, ready));
     }
     let ready = &holders[1].1;
-    lab.check_totals(&hc, ready.held, "single node, after holding", problems)
-        .await;
+    check_totals(lab, &hc, ready.held, "single node, after holding", problems).await;
     if ready.failed > 0 {
-        problems.push(format!(
-            "headcount refused or failed {} of {} joins on one node",
-            ready.failed, args.connections
-        ));
+        problems
+            .push(format!("headcount refused or failed {} of {} joins on one node", ready.failed, args.connections));
     }
 
-    let mut counts = [Vec::new(), Vec::new()];
-    let rounds = args.count_rounds.max(1);
+    let (mut counts, rounds) = ([Vec::new(), Vec::new()], args.count_rounds.max(1));
     for _ in 0..rounds {
         for (server, measured) in servers.iter().zip(&mut counts) {
             let (targets, topics, rate) = (vec![server.http], topics.clone(), args.count_rate);
-            let duration = args.count_duration.div_f64(rounds as f64);
-            let warmup = Duration::from_millis(500);
-            let round = count::run(CountArgs {
-                targets,
-                topics,
-                rate,
-                connections: 4,
-                duration,
-                warmup,
-            })
-            .await?;
+            let (duration, warmup) = (args.count_duration.div_f64(rounds as f64), Duration::from_millis(500));
+            let round = count::run(CountArgs { targets, topics, rate, connections: 4, duration, warmup }).await?;
             say("suite", format_args!("{}: {}", server.name, round.0.summary()));
             measured.push(round);
         }
     }
     let p99s = |rounds: &[(count::CountReport, _)]| rounds.iter().map(|(r, _)| r.latency.p99_ms).collect();
-    (node.count_bare, node.count_rounds_p99_bare) = (count::merge(&counts[0]), p99s(&counts[0]));
-    (node.count_headcount, node.count_rounds_p99_headcount) = (count::merge(&counts[1]), p99s(&counts[1]));
+    let merged = |rounds| count::merge(rounds).map(|(report, _)| report);
+    (node.count_bare, node.count_rounds_p99_bare) = (merged(&counts[0]), p99s(&counts[0]));
+    (node.count_headcount, node.count_rounds_p99_headcount) = (merged(&counts[1]), p99s(&counts[1]));
 
     let mut reports = Vec::new();
     for ((holder, _), server) in holders.into_iter().zip(&servers) {
@@ -204,43 +162,25 @@ async fn node_part(lab: &Lab, args: &SuiteArgs, results: &mut SuiteResults) -> a
     if let [bare, headcount] = &reports[..] {
         if headcount.dropped_while_held > 0 {
             let (dropped, held) = (headcount.dropped_while_held, headcount.held);
-            problems.push(format!(
-                "headcount closed {dropped} of {held} held connections during the hold"
-            ));
+            problems.push(format!("headcount closed {dropped} of {held} held connections during the hold"));
         }
-        lab.check_totals(
-            &hc,
-            0,
-            &format!("single node, after all {} connections closed", headcount.held),
-            problems,
-        )
-        .await;
+        let when = format!("single node, after all {} connections closed", headcount.held);
+        check_totals(lab, &hc, 0, &when, problems).await;
         (node.hold_bare, node.hold_headcount) = (Some(bare.clone()), Some(headcount.clone()));
     }
 
     for round in 0..args.churn_rounds {
         for (server, rounds) in servers.iter().zip([&mut node.churn_bare, &mut node.churn_headcount]) {
-            let churn = TopicArgs::uniform("churn/", 100);
-            let pids = [server.pid];
-            let load = (0.0, args.churn_workers);
-            let flags = churn_flags(&[server.http], "127.0.0.10-17", churn, load, args.churn_duration, &pids)?;
+            let (topics, load) = (TopicArgs::uniform("churn/", 100), (0.0, args.churn_workers));
+            let flags = churn_flags(&[server.http], "127.0.0.10-17", topics, load, args.churn_duration, &[server.pid])?;
             let report = churn::run(flags).await?;
-            say(
-                "suite",
-                format_args!("round {round} {}: {}", server.name, report.summary()),
-            );
+            say("suite", format_args!("round {round} {}: {}", server.name, report.summary()));
             rounds.push(report);
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
     }
     let cycles: u64 = node.churn_headcount.iter().map(|r| r.cycles).sum();
-    lab.check_totals(
-        &hc,
-        0,
-        &format!("single node, after {cycles} churn cycles ended"),
-        problems,
-    )
-    .await;
+    check_totals(lab, &hc, 0, &format!("single node, after {cycles} churn cycles ended"), problems).await;
     for server in servers {
         server.stop(Duration::from_secs(10)).await;
     }
@@ -258,79 +198,41 @@ async fn cluster_part(
     say(tag, format_args!("cluster of {n} nodes, X = {interval:?}"));
     let nodes = lab.cluster(tag, n, interval).await?;
     let https: Vec<SocketAddr> = nodes.iter().map(|node| node.http).collect();
-    let mut result = ClusterResults {
-        nodes: n,
-        interval_ms: interval.as_secs_f64() * 1000.0,
-        ..Default::default()
-    };
+    let mut result = ClusterResults { nodes: n, interval_ms: interval.as_secs_f64() * 1000.0, ..Default::default() };
 
-    let converged = converge::run(ConvergeArgs {
-        nodes: https.clone(),
-        sources: "127.0.0.20-23".parse().map_err(anyhow::Error::msg)?,
-        trials: args.trials,
-        concurrency: 8,
-        interval,
-        poll: Duration::from_millis(5),
-        timeout: Duration::from_secs(10) + interval * 4,
-    })
-    .await?;
-    say(tag, converged.summary());
-    let c = &converged;
+    let (trials, poll, timeout) = (args.trials, Duration::from_millis(5), Duration::from_secs(10) + interval * 4);
+    let sources = "127.0.0.20-23".parse().map_err(anyhow::Error::msg)?;
+    let c =
+        converge::run(ConvergeArgs { nodes: https.clone(), sources, trials, concurrency: 8, interval, poll, timeout });
+    let c = c.await?;
+    say(tag, c.summary());
     if c.join_failures + c.leave_failures + c.count_mismatches + c.first_frame_mismatches + c.anomalies > 0 {
-        problems.push(format!("{tag}: {}", converged.summary()));
+        problems.push(format!("{tag}: {}", c.summary()));
     }
-    result.converge = Some(converged);
+    result.converge = Some(c);
 
     result.gossip_idle = lab.gossip(&https, args.gossip_window).await;
-    say(
-        tag,
-        format_args!("idle gossip {:.0} B/s per node (max)", result.gossip_idle.max_sent()),
-    );
-    let busy = TopicArgs::uniform("busy/", 10);
-    let load = (args.busy_rate, 64);
-    let busy = churn_flags(
-        &https,
-        "127.0.0.24-27",
-        busy,
-        load,
-        args.gossip_window + Duration::from_secs(2),
-        &[],
-    )?;
+    say(tag, format_args!("idle gossip {:.0} B/s per node (max)", result.gossip_idle.max_sent()));
+    let (topics, load, window) = (TopicArgs::uniform("busy/", 10), (args.busy_rate, 64), args.gossip_window);
+    let busy = churn_flags(&https, "127.0.0.24-27", topics, load, window + Duration::from_secs(2), &[])?;
     let busy = tokio::spawn(churn::run(busy));
     tokio::time::sleep(Duration::from_secs(1)).await;
-    result.gossip_busy = lab.gossip(&https, args.gossip_window).await;
+    result.gossip_busy = lab.gossip(&https, window).await;
     let busy = busy.await??;
-    say(
-        tag,
-        format_args!(
-            "busy gossip {:.0} B/s per node (max); {}",
-            result.gossip_busy.max_sent(),
-            busy.summary()
-        ),
-    );
+    say(tag, format_args!("busy gossip {:.0} B/s per node (max); {}", result.gossip_busy.max_sent(), busy.summary()));
     result.busy_churn = Some(busy);
-    lab.check_totals(&https, 0, &format!("{tag}: after the busy churn"), problems)
-        .await;
+    check_totals(lab, &https, 0, &format!("{tag}: after the busy churn"), problems).await;
 
-    let (topics, idle) = (TopicArgs::uniform("quiet/", args.quiet_topics), &result.gossip_idle);
+    let (topics, idle, wait) =
+        (TopicArgs::uniform("quiet/", args.quiet_topics), &result.gossip_idle, Duration::from_secs(30));
     let holds = [hold_flags(&https, "127.0.0.30-33", args.quiet_topics, topics, &[])?];
-    let plan = QuietPlan {
-        tag,
-        nodes: &nodes,
-        idle,
-        wait: Duration::from_secs(30),
-        settle: Duration::ZERO,
-        window: args.gossip_window,
-    };
+    let plan = QuietPlan { tag, nodes: &nodes, idle, wait, settle: Duration::ZERO, window };
     let quiet = quiet(lab, plan, &holds, problems).await?;
-    result.quiet_topics = quiet.held;
-    result.quiet_agree_ms = quiet.agree_ms();
-    result.quiet_agree_each_ms = quiet.agree_each_ms;
-    result.quiet_pulls_each = quiet.pulls_each;
-    result.quiet_tail_secs = quiet.tail_secs;
-    result.gossip_quiet = quiet.gossip;
-    result.quiet_release_secs = quiet.release_secs;
-    result.quiet_release_agree_ms = quiet.release_agree_ms;
+    (result.quiet_topics, result.quiet_agree_ms, result.quiet_agree_each_ms) =
+        (quiet.held, quiet.agree_ms, quiet.agree_each_ms);
+    (result.quiet_pulls_each, result.quiet_tail_secs, result.gossip_quiet) =
+        (quiet.pulls_each, quiet.tail_secs, quiet.gossip);
+    (result.quiet_release_secs, result.quiet_release_agree_ms) = (quiet.release_secs, quiet.release_agree_ms);
     for mut node in nodes {
         if let Some(status) = node.exited() {
             problems.push(format!("{tag}: node {} exited during the run ({status})", node.name));
