@@ -49,6 +49,7 @@ if [[ -z "$binary" ]]; then
     binary="${CARGO_TARGET_DIR:-$root/target}/release/headcount"
 fi
 [[ -x "$binary" ]] || die "not an executable: $binary (set HEADCOUNT_BINARY)"
+"$here/cluster-secret.sh"
 binary="$(cd "$(dirname "$binary")" && pwd)/$(basename "$binary")"
 
 stage="$(mktemp -d "${TMPDIR:-/tmp}/headcount-image.XXXXXX")"

@@ -189,10 +189,10 @@ def check_wiring() -> None:
     check(env.get("HEADCOUNT_HTTP", "").endswith(f":{ports.get('http')}"), "HEADCOUNT_HTTP matches the http port")
     check(env.get("HEADCOUNT_GRPC", "").endswith(f":{ports.get('grpc')}"), "HEADCOUNT_GRPC matches the grpc port")
     check(env.get("HEADCOUNT_GOSSIP", "").endswith(f":{ports.get('gossip')}"), "HEADCOUNT_GOSSIP matches the gossip port")
-    secret_names = {s["metadata"]["name"] for s in by_kind.get("Secret", [])}
+    check(not by_kind.get("Secret"), "no Secret committed (the operator creates headcount-cluster-secret)")
     volumes = sts["spec"]["template"]["spec"].get("volumes", [])
-    check(any(v.get("secret", {}).get("secretName") in secret_names for v in volumes)
-          and "HEADCOUNT_CLUSTER_SECRET_FILE" in env, "cluster secret mounted from the Secret")
+    check(any(v.get("secret", {}).get("secretName") == "headcount-cluster-secret" for v in volumes)
+          and "HEADCOUNT_CLUSTER_SECRET_FILE" in env, "cluster secret mounted from headcount-cluster-secret")
     security = sts["spec"]["template"]["spec"].get("securityContext", {})
     check(security.get("runAsNonRoot") is True, "pods run as non-root")
 

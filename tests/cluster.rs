@@ -18,6 +18,10 @@ const CONVERGE: Duration = Duration::from_secs(5);
 /// Crash detection with the test timings (500 ms probes, 1.5 s suspicion).
 const PRUNE: Duration = Duration::from_secs(10);
 
+fn secret(key: &str) -> headcount_server::ClusterSecret {
+    headcount_server::ClusterSecret::new(key.as_bytes().to_vec()).expect("long enough")
+}
+
 async fn cluster(names: &[&str]) -> Vec<TestNode> {
     cluster_with(names, |_| {}).await
 }
@@ -159,12 +163,15 @@ async fn a_restart_under_the_same_name_never_double_counts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_with_another_secret_can_neither_join_nor_count() {
-    let nodes = cluster_with(&["a", "b"], |config| config.cluster_secret = Some(b"right".to_vec())).await;
+    let nodes = cluster_with(&["a", "b"], |config| {
+        config.cluster_secret = Some(secret("the-right-cluster-secret"))
+    })
+    .await;
     let _a = nodes[0].connect_n("page", 1).await;
     converge(&[&nodes[0], &nodes[1]], "page", 1, CONVERGE).await;
 
     let mut wrong = test_config("intruder");
-    wrong.cluster_secret = Some(b"wrong".to_vec());
+    wrong.cluster_secret = Some(secret("a-wrong-cluster-secret"));
     wrong.seeds = vec![nodes[0].gossip.to_string()];
     let intruder = TestNode::start(wrong).await;
     let mut none = test_config("open");
@@ -195,7 +202,10 @@ async fn a_node_with_another_secret_can_neither_join_nor_count() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thousands_of_garbage_datagrams_are_survived() {
-    let nodes = cluster_with(&["a", "b"], |config| config.cluster_secret = Some(b"k".to_vec())).await;
+    let nodes = cluster_with(&["a", "b"], |config| {
+        config.cluster_secret = Some(secret("the-cluster-secret"))
+    })
+    .await;
     let sender = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
     let mut seed = 0x2545_f491_4f6c_dd1d_u64;
     for batch in 0..50usize {

@@ -60,6 +60,40 @@ impl DropReason {
     }
 }
 
+/// Shortest cluster secret accepted, in bytes: shorter keys can be guessed.
+pub const MIN_SECRET_BYTES: usize = 16;
+
+/// The shared key of a cluster. Its `Debug` never shows the key, so it cannot
+/// leak through a logged configuration.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ClusterSecret(Vec<u8>);
+
+/// Why a key cannot be a cluster secret.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("must be at least {MIN_SECRET_BYTES} bytes (e.g. `openssl rand -hex 32`)")]
+pub struct SecretTooShort;
+
+impl ClusterSecret {
+    /// Checks that `key` is long enough.
+    pub fn new(key: Vec<u8>) -> Result<Self, SecretTooShort> {
+        if key.len() < MIN_SECRET_BYTES {
+            return Err(SecretTooShort);
+        }
+        Ok(Self(key))
+    }
+
+    /// The key's bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for ClusterSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClusterSecret(<redacted>)")
+    }
+}
+
 /// Seals and opens envelopes, with or without a cluster secret.
 #[derive(Clone)]
 pub struct Sealer {
@@ -165,6 +199,14 @@ mod tests {
 
     fn open(sealer: &Sealer, bytes: &[u8]) -> Result<Vec<u8>, DropReason> {
         sealer.open_at(Kind::Gossip, bytes, NOW)
+    }
+
+    #[test]
+    fn short_secrets_are_refused_and_none_is_ever_printed() {
+        assert_eq!(ClusterSecret::new(b"k".to_vec()), Err(SecretTooShort));
+        assert_eq!(ClusterSecret::new(vec![b'k'; 15]), Err(SecretTooShort));
+        let secret = ClusterSecret::new(b"a-long-enough-secret".to_vec()).expect("16 bytes or more");
+        assert!(!format!("{secret:?}").contains("long-enough"));
     }
 
     #[test]

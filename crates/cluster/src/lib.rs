@@ -42,6 +42,8 @@ pub use sync_client::PullError;
 pub use sync_server::SyncService;
 pub use view::{ClusterView, MemberInfo, MemberState};
 
+pub use envelope::{ClusterSecret, MIN_SECRET_BYTES, SecretTooShort};
+
 use crate::{
     envelope::Sealer,
     gossip::{GossipParts, GossipSettings, MAX_DATAGRAM},
@@ -69,7 +71,7 @@ pub struct ClusterConfig {
     /// How long a suspected member may answer before it is declared down.
     pub suspect_timeout: Duration,
     /// Shared key authenticating every message; none: no authentication.
-    pub secret: Option<Vec<u8>>,
+    pub secret: Option<ClusterSecret>,
 }
 
 /// A running cluster layer: the view for readers, the sync service for the
@@ -94,7 +96,7 @@ impl Cluster {
     ) -> Self {
         let metrics = ClusterMetrics::register(registry);
         let identity = NodeId::starting_now(&config.node_name, config.advertise, config.sync_port);
-        let sealer = Sealer::new(config.secret.as_deref(), MAX_DATAGRAM);
+        let sealer = Sealer::new(config.secret.as_ref().map(ClusterSecret::as_bytes), MAX_DATAGRAM);
         let own_name = config.node_name.to_string();
         let (view_tx, view) = watch::channel(Arc::new(ClusterView::alone(own_name.clone(), config.advertise)));
         let (state_requests_tx, state_requests) = mpsc::channel(STATE_REQUEST_QUEUE);

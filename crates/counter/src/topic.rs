@@ -28,6 +28,9 @@ pub enum TopicError {
     /// The percent-decoded bytes are not UTF-8.
     #[error("topic is not valid UTF-8 after percent-decoding")]
     NotUtf8,
+    /// A `%` not followed by two hex digits (`%zz`, a lone `%`).
+    #[error("topic has a malformed percent escape at byte {0}")]
+    MalformedEscape(usize),
 }
 
 impl Topic {
@@ -40,6 +43,14 @@ impl Topic {
     /// Validates the rest of a URL path after an endpoint's prefix: the
     /// percent-decoded string is the topic (`%2Fblog` names `/blog`).
     pub fn from_url_path(raw: &str) -> Result<Self, TopicError> {
+        let mut escapes = raw.match_indices('%').map(|(at, _)| at);
+        if let Some(at) = escapes.find(|&at| {
+            !raw.as_bytes()
+                .get(at + 1..at + 3)
+                .is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit))
+        }) {
+            return Err(TopicError::MalformedEscape(at));
+        }
         let decoded = percent_encoding::percent_decode_str(raw)
             .decode_utf8()
             .map_err(|_| TopicError::NotUtf8)?;
@@ -136,6 +147,28 @@ mod tests {
         assert_eq!(decoded("%0A"), Err(TopicError::ControlCharacter(0)));
         assert_eq!(decoded("%FF"), Err(TopicError::NotUtf8));
         assert_eq!(decoded(""), Err(TopicError::Empty));
+    }
+
+    #[test]
+    fn malformed_escapes_are_refused() {
+        for (raw, at) in [
+            ("%zz", 0),
+            ("%", 0),
+            ("a%", 1),
+            ("a%2", 1),
+            ("ok%2Fthen%g1", 9),
+            ("%%41", 0),
+        ] {
+            assert_eq!(
+                Topic::from_url_path(raw),
+                Err(TopicError::MalformedEscape(at)),
+                "{raw:?}"
+            );
+        }
+        assert_eq!(
+            Topic::from_url_path("100%25").map(|t| t.to_string()),
+            Ok("100%".to_owned())
+        );
     }
 
     proptest! {

@@ -6,8 +6,8 @@ mod flags;
 use std::{io::IsTerminal, net::SocketAddr, process::ExitCode, time::Duration};
 
 use anyhow::{Context, anyhow};
-use clap::Parser;
-use headcount_server::{Listeners, Node, NodeConfig};
+use clap::{CommandFactory, FromArgMatches, parser::ValueSource};
+use headcount_server::{ClusterSecret, Listeners, Node, NodeConfig};
 use tokio::net::{TcpListener, TcpSocket, UdpSocket};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -22,8 +22,11 @@ const LISTEN_BACKLOG: u32 = 4096;
 const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
 
 fn main() -> ExitCode {
-    let flags = match Flags::try_parse() {
-        Ok(flags) => flags,
+    let parsed = Flags::command()
+        .try_get_matches()
+        .and_then(|matches| Flags::from_arg_matches(&matches).map(|flags| (flags, matches)));
+    let (flags, matches) = match parsed {
+        Ok(parsed) => parsed,
         Err(error) if !error.use_stderr() => error.exit(),
         Err(error) => {
             let rendered = error.to_string();
@@ -32,6 +35,12 @@ fn main() -> ExitCode {
         }
     };
     init_logging(flags.log_format);
+    if matches.value_source("cluster_secret") == Some(ValueSource::CommandLine) {
+        warn!(
+            "--cluster-secret on the command line is visible to every local user; \
+             use --cluster-secret-file or HEADCOUNT_CLUSTER_SECRET"
+        );
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -153,18 +162,18 @@ async fn advertise_addr(flags: &Flags) -> anyhow::Result<SocketAddr> {
         })
 }
 
-fn cluster_secret(flags: &Flags) -> anyhow::Result<Option<Vec<u8>>> {
-    let secret = match (&flags.cluster_secret, &flags.cluster_secret_file) {
-        (Some(secret), _) => secret.clone().into_bytes(),
-        (None, Some(path)) => {
-            std::fs::read(path).with_context(|| format!("--cluster-secret-file {}", path.display()))?
-        }
+/// The secret from `--cluster-secret` or `--cluster-secret-file` (a trailing
+/// newline ignored); one shorter than 16 bytes is refused, naming its flag.
+fn cluster_secret(flags: &Flags) -> anyhow::Result<Option<ClusterSecret>> {
+    let (flag, secret) = match (&flags.cluster_secret, &flags.cluster_secret_file) {
+        (Some(secret), _) => ("--cluster-secret", secret.clone().into_bytes()),
+        (None, Some(path)) => (
+            "--cluster-secret-file",
+            std::fs::read(path).with_context(|| format!("--cluster-secret-file {}", path.display()))?,
+        ),
         (None, None) => return Ok(None),
     };
-    let secret = secret.trim_ascii_end().to_vec();
-    if secret.is_empty() {
-        return Err(anyhow!("--cluster-secret: must not be empty"));
-    }
+    let secret = ClusterSecret::new(secret.trim_ascii_end().to_vec()).map_err(|error| anyhow!("{flag}: {error}"))?;
     Ok(Some(secret))
 }
 
@@ -180,6 +189,16 @@ async fn wait_for_signal() -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser;
+
+    #[test]
+    fn a_short_cluster_secret_is_refused_naming_its_flag() {
+        let flags = Flags::try_parse_from(["headcount", "--cluster-secret", "short"]).expect("parses");
+        let error = cluster_secret(&flags).expect_err("refused").to_string();
+        assert!(error.starts_with("--cluster-secret:"), "{error}");
+        let flags = Flags::try_parse_from(["headcount", "--cluster-secret", "sixteen-bytes-ok\n"]).expect("parses");
+        assert!(cluster_secret(&flags).expect("accepted").is_some());
+    }
 
     #[tokio::test]
     async fn default_flags_give_the_library_defaults() {

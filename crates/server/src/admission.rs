@@ -3,7 +3,9 @@
 //! their place back when dropped, so no error path leaks capacity.
 //!
 //! Client IPs are never stored: the per-IP table is keyed by a SHA-256 of the
-//! address with a random per-process salt.
+//! address with a random per-process salt. An IPv6 client is keyed by its
+//! /64, the block one subscriber gets, so one host cannot take a fresh
+//! address for every connection.
 
 use std::{net::IpAddr, sync::Arc};
 
@@ -121,7 +123,7 @@ impl IpCounts {
         hasher.update(self.salt);
         match ip {
             IpAddr::V4(v4) => hasher.update(v4.octets()),
-            IpAddr::V6(v6) => hasher.update(v6.octets()),
+            IpAddr::V6(v6) => hasher.update(&v6.octets()[..8]),
         }
         let digest = hasher.finalize();
         let mut key = [0u8; 16];
@@ -189,6 +191,15 @@ mod tests {
         let _other = admission.admit(ip("10.0.0.2")).expect("other ip");
         drop(a);
         assert!(admission.admit(ip("10.0.0.1")).is_ok());
+    }
+
+    #[test]
+    fn ipv6_clients_are_capped_per_slash_64() {
+        let admission = Admission::new(None, 100, 2);
+        let _a = admission.admit(ip("2001:db8:1:2::1")).expect("first");
+        let _b = admission.admit(ip("2001:db8:1:2:ffff::9")).expect("second, same /64");
+        assert_eq!(admission.admit(ip("2001:db8:1:2::abcd")).err(), Some(Refusal::PerIp));
+        assert!(admission.admit(ip("2001:db8:1:3::1")).is_ok(), "another /64");
     }
 
     #[test]

@@ -25,6 +25,6 @@ mod query;
 mod state;
 mod ws;
 
-pub use headcount_cluster::{InvalidNodeName, NodeName};
+pub use headcount_cluster::{ClusterSecret, InvalidNodeName, NodeName, SecretTooShort};
 pub use node::{Listeners, Node, NodeConfig, StartError};
 pub use state::SessionTimings;

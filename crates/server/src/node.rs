@@ -11,7 +11,7 @@
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-use headcount_cluster::{Cluster, ClusterConfig, NodeName};
+use headcount_cluster::{Cluster, ClusterConfig, ClusterSecret, NodeName};
 use headcount_counter::CounterTable;
 use headcount_proto::v1::{cluster_server::ClusterServer, counter_server::CounterServer};
 use prometheus_client::registry::Registry;
@@ -55,7 +55,7 @@ pub struct NodeConfig {
     /// Local counter shards.
     pub shards: usize,
     /// Shared key authenticating gossip and sync; none: no authentication.
-    pub cluster_secret: Option<Vec<u8>>,
+    pub cluster_secret: Option<ClusterSecret>,
     /// Websocket connections this node accepts.
     pub max_connections: usize,
     /// Websocket connections per client IP.
