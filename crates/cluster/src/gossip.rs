@@ -33,7 +33,7 @@ use crate::{
     identity::NodeId,
     metrics::ClusterMetrics,
     published::Published,
-    state::{ClusterState, FullState, Outcome, Update},
+    state::{ClusterState, FullState, Outcome, PeerLimits, Update},
     sync_client::{self, PullError},
     sync_server::StateRequest,
     timings::{ANNOUNCE_INTERVAL, DIGEST_INTERVAL, LIST_DOWN_FOR, PROBE_PERIOD, PROBE_RTT, STALE_AFTER_ROUNDS},
@@ -64,6 +64,7 @@ enum Command {
 /// The settings the gossip task runs with.
 pub(crate) struct GossipSettings {
     pub(crate) identity: NodeId,
+    pub(crate) peer_limits: PeerLimits,
     pub(crate) interval: Duration,
     pub(crate) suspect_timeout: Duration,
 }
@@ -78,6 +79,8 @@ pub(crate) struct Gossip {
     sealer: Sealer,
     inbox: Arc<Mutex<Vec<Update>>>,
     state: ClusterState,
+    /// Largest full state a peer may answer a pull with.
+    max_state_bytes: usize,
     table: CounterTable,
     published: Published,
     view: watch::Sender<Arc<ClusterView>>,
@@ -171,7 +174,8 @@ impl Gossip {
             socket: parts.socket,
             sealer: parts.sealer,
             inbox,
-            state: ClusterState::default(),
+            state: ClusterState::new(settings.peer_limits),
+            max_state_bytes: settings.peer_limits.max_state_bytes(),
             table: parts.table,
             published: Published::default(),
             view: parts.view,
@@ -250,8 +254,14 @@ impl Gossip {
                 match result {
                     Ok(full) => {
                         self.metrics.pulls.get_or_create(&[("result", "ok")]).inc();
-                        if self.state.apply_full_state(&full, Instant::now()) == Outcome::Changed {
-                            self.view_dirty = true;
+                        match self.state.apply_full_state(&full, Instant::now()) {
+                            Outcome::Changed => self.view_dirty = true,
+                            Outcome::Refused(refusal) => {
+                                self.metrics.dropped(refusal.label());
+                                warn!(peer = %name, reason = refusal.label(), "pulled state refused");
+                                return;
+                            }
+                            Outcome::Unchanged | Outcome::Stale | Outcome::NotMember => {}
                         }
                         // The peer moved on while its state travelled (a
                         // burst): catch up now rather than at its next digest.
@@ -326,13 +336,14 @@ impl Gossip {
             return;
         }
         let sealer = self.sealer.clone();
+        let max_state_bytes = self.max_state_bytes;
         let commands = self.commands_tx.clone();
         let shutdown = self.shutdown.clone();
         let span = info_span!("pull", peer = %target.name);
         let pull = async move {
             let result = tokio::select! {
                 () = shutdown.cancelled() => return,
-                result = sync_client::pull(&sealer, &target) => result,
+                result = sync_client::pull(&sealer, &target, max_state_bytes) => result,
             };
             // The gossip task is gone only when shutting down.
             let _ = commands
@@ -400,6 +411,10 @@ impl Gossip {
                 Outcome::Unchanged => "unchanged",
                 Outcome::Stale => "stale",
                 Outcome::NotMember => "not_member",
+                Outcome::Refused(refusal) => {
+                    self.metrics.dropped(refusal.label());
+                    "refused"
+                }
             };
             self.metrics.updates.get_or_create(&[("outcome", label)]).inc();
             self.view_dirty |= outcome == Outcome::Changed;

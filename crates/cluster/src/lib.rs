@@ -44,14 +44,13 @@ pub use view::{ClusterView, MemberInfo, MemberState};
 
 pub use envelope::{ClusterSecret, MIN_SECRET_BYTES, SecretTooShort};
 
+pub use state::PeerLimits;
+
 use crate::{
     envelope::Sealer,
     gossip::{GossipParts, GossipSettings, MAX_DATAGRAM},
 };
 
-/// Largest full state a node sends or accepts: 100k topics of 256 bytes fit
-/// well within.
-const MAX_STATE_BYTES: usize = 64 * 1024 * 1024;
 /// Full-state requests from the sync service that may wait for the gossip task.
 const STATE_REQUEST_QUEUE: usize = 16;
 
@@ -72,6 +71,8 @@ pub struct ClusterConfig {
     pub suspect_timeout: Duration,
     /// Shared key authenticating every message; none: no authentication.
     pub secret: Option<ClusterSecret>,
+    /// What a peer may claim: counts and topics beyond are refused.
+    pub peer_limits: PeerLimits,
 }
 
 /// A running cluster layer: the view for readers, the sync service for the
@@ -100,9 +101,16 @@ impl Cluster {
         let own_name = config.node_name.to_string();
         let (view_tx, view) = watch::channel(Arc::new(ClusterView::alone(own_name.clone(), config.advertise)));
         let (state_requests_tx, state_requests) = mpsc::channel(STATE_REQUEST_QUEUE);
-        let sync = SyncService::new(own_name, sealer.clone(), state_requests_tx, metrics.clone());
+        let sync = SyncService::new(
+            own_name,
+            sealer.clone(),
+            state_requests_tx,
+            config.peer_limits.max_state_bytes(),
+            metrics.clone(),
+        );
         let settings = GossipSettings {
             identity,
+            peer_limits: config.peer_limits,
             interval: config.gossip_interval,
             suspect_timeout: config.suspect_timeout,
         };

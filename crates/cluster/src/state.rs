@@ -10,6 +10,12 @@
 //! topic that dropped to zero at or below it can be forgotten (absence is
 //! zero). A node that announced a seq above what is contiguous has a gap,
 //! which full-state repair closes.
+//!
+//! Peers are not trusted to be sane: an update or a full state that claims a
+//! count above [`PeerLimits::max_count`], more topics than
+//! [`PeerLimits::max_topics`] on one node, or a seq far ahead of the one
+//! its last full state had, is refused whole and changes nothing. Every sum
+//! saturates instead of wrapping.
 
 use std::{
     collections::{BTreeSet, HashMap},
@@ -21,6 +27,60 @@ use headcount_counter::Topic;
 /// Updates above the watermark remembered per node; more than this while a
 /// gap is open only costs a few recomputed watermarks, never correctness.
 const MAX_APPLIED_ABOVE: usize = 1024;
+/// Once a node's full state is known, a seq further than this above it is
+/// refused: an honest node sends at most 17 seqs a round, so this is more
+/// than an hour of bursts, and a forged seq cannot open a gap that never
+/// closes.
+pub const MAX_SEQ_AHEAD: u64 = 65_536;
+
+/// What one remote node may claim: the contract's bounds of a node
+/// (`--max-connections`, `--max-topics`), applied to peers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerLimits {
+    /// Highest count of one topic on one node.
+    pub max_count: u64,
+    /// Most topics with a non-zero count on one node.
+    pub max_topics: usize,
+}
+
+impl Default for PeerLimits {
+    fn default() -> Self {
+        Self {
+            max_count: 1_000_000,
+            max_topics: 100_000,
+        }
+    }
+}
+
+impl PeerLimits {
+    /// Largest encoded full state of a node within these limits.
+    pub fn max_state_bytes(&self) -> usize {
+        // Per topic: up to 256 bytes of name, two varints, framing.
+        self.max_topics.saturating_mul(256 + 32).saturating_add(4096)
+    }
+}
+
+/// Why a claim of a peer was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// A count above [`PeerLimits::max_count`].
+    CountTooHigh,
+    /// More topics on one node than [`PeerLimits::max_topics`].
+    TooManyTopics,
+    /// A seq more than [`MAX_SEQ_AHEAD`] above what the node's state had.
+    SeqTooFarAhead,
+}
+
+impl Refusal {
+    /// The reason label in `/metrics`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::CountTooHigh => "count_too_high",
+            Self::TooManyTopics => "too_many_topics",
+            Self::SeqTooFarAhead => "seq_too_far_ahead",
+        }
+    }
+}
 
 /// A decoded, validated count update (or digest, when `counts` is empty).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,6 +121,8 @@ pub enum Outcome {
     Stale,
     /// The origin is not a live member at that incarnation: ignored.
     NotMember,
+    /// Beyond the peer limits: refused whole, nothing changed.
+    Refused(Refusal),
 }
 
 /// What the view shows of one remote node.
@@ -90,6 +152,8 @@ struct NodeCounts {
     watermark: u64,
     applied_above: BTreeSet<u64>,
     highest_seen: u64,
+    /// A full state was applied: seqs are bounded from here on.
+    pulled: bool,
     counts: HashMap<Topic, Versioned>,
     connections: u64,
     topics: u64,
@@ -101,9 +165,18 @@ struct NodeCounts {
 pub struct ClusterState {
     nodes: HashMap<String, NodeCounts>,
     totals: imbl::HashMap<Topic, u64>,
+    limits: PeerLimits,
 }
 
 impl ClusterState {
+    /// An empty state whose peers are held to `limits`.
+    pub fn new(limits: PeerLimits) -> Self {
+        Self {
+            limits,
+            ..Self::default()
+        }
+    }
+
     /// A node became a live member. Returns true when its counts must be
     /// pulled (it is new, or a newer incarnation replaced an older one, whose
     /// counts are dropped at once).
@@ -119,6 +192,7 @@ impl ClusterState {
             watermark: 0,
             applied_above: BTreeSet::new(),
             highest_seen: 0,
+            pulled: false,
             counts: HashMap::new(),
             connections: 0,
             topics: 0,
@@ -156,6 +230,9 @@ impl ClusterState {
         if node.incarnation != update.incarnation {
             return Outcome::NotMember;
         }
+        if let Err(refusal) = check_update(&self.limits, node, update) {
+            return Outcome::Refused(refusal);
+        }
         node.last_heard = now;
         node.highest_seen = node.highest_seen.max(update.seq);
         if update.counts.is_empty() {
@@ -184,8 +261,20 @@ impl ClusterState {
         if state.seq < node.watermark {
             return Outcome::Stale;
         }
+        if state.counts.len() > self.limits.max_topics {
+            return Outcome::Refused(Refusal::TooManyTopics);
+        }
+        if state.counts.iter().any(|(_, count, _)| *count > self.limits.max_count) {
+            return Outcome::Refused(Refusal::CountTooHigh);
+        }
         node.last_heard = now;
+        // The owner's own state is the truth about its seq: a claim far
+        // beyond it came from someone else and must not hold a gap open.
+        if node.highest_seen > state.seq.saturating_add(MAX_SEQ_AHEAD) {
+            node.highest_seen = state.seq;
+        }
         node.highest_seen = node.highest_seen.max(state.seq);
+        node.pulled = true;
         let mut changed = false;
         let present: HashMap<&Topic, (u64, u64)> = state
             .counts
@@ -246,6 +335,35 @@ impl ClusterState {
     }
 }
 
+/// Checks an update against the limits before anything of it is applied.
+fn check_update(limits: &PeerLimits, node: &NodeCounts, update: &Update) -> Result<(), Refusal> {
+    if node.pulled && update.seq > node.watermark.saturating_add(MAX_SEQ_AHEAD) {
+        return Err(Refusal::SeqTooFarAhead);
+    }
+    if update.counts.iter().any(|(_, count)| *count > limits.max_count) {
+        return Err(Refusal::CountTooHigh);
+    }
+    let held = |topic: &Topic| node.counts.get(topic).is_some_and(|value| value.count > 0);
+    let arriving = update
+        .counts
+        .iter()
+        .filter(|(topic, count)| *count > 0 && !held(topic))
+        .count();
+    let leaving = update
+        .counts
+        .iter()
+        .filter(|(topic, count)| *count == 0 && held(topic))
+        .count();
+    let after = usize::try_from(node.topics)
+        .unwrap_or(usize::MAX)
+        .saturating_add(arriving)
+        .saturating_sub(leaving);
+    if after > limits.max_topics {
+        return Err(Refusal::TooManyTopics);
+    }
+    Ok(())
+}
+
 /// Sets one topic of one node if `version` is newer; keeps the node totals
 /// and the cluster sums in step. Returns whether the count moved.
 fn set(node: &mut NodeCounts, totals: &mut imbl::HashMap<Topic, u64>, topic: &Topic, count: u64, version: u64) -> bool {
@@ -258,10 +376,10 @@ fn set(node: &mut NodeCounts, totals: &mut imbl::HashMap<Topic, u64>, topic: &To
     if old == count {
         return false;
     }
-    node.connections = node.connections - old + count;
+    node.connections = node.connections.saturating_sub(old).saturating_add(count);
     match (old, count) {
-        (0, _) => node.topics += 1,
-        (_, 0) => node.topics -= 1,
+        (0, _) => node.topics = node.topics.saturating_add(1),
+        (_, 0) => node.topics = node.topics.saturating_sub(1),
         _ => {}
     }
     adjust(totals, topic, old, count);
@@ -269,7 +387,12 @@ fn set(node: &mut NodeCounts, totals: &mut imbl::HashMap<Topic, u64>, topic: &To
 }
 
 fn adjust(totals: &mut imbl::HashMap<Topic, u64>, topic: &Topic, old: u64, new: u64) {
-    let sum = totals.get(topic).copied().unwrap_or(0) - old + new;
+    let sum = totals
+        .get(topic)
+        .copied()
+        .unwrap_or(0)
+        .saturating_sub(old)
+        .saturating_add(new);
     if sum == 0 {
         totals.remove(topic);
     } else {
@@ -317,6 +440,98 @@ mod tests {
         let mut state = ClusterState::default();
         assert!(state.member_up("b", 1, now));
         (state, now)
+    }
+
+    fn full(seq: u64, counts: &[(&str, u64, u64)]) -> FullState {
+        FullState {
+            name: "b".into(),
+            incarnation: 1,
+            seq,
+            counts: counts.iter().map(|(t, c, v)| (topic(t), *c, *v)).collect(),
+        }
+    }
+
+    fn limited(max_count: u64, max_topics: usize) -> (ClusterState, Instant) {
+        let now = Instant::now();
+        let mut state = ClusterState::new(PeerLimits { max_count, max_topics });
+        assert!(state.member_up("b", 1, now));
+        (state, now)
+    }
+
+    #[test]
+    fn a_count_above_the_limit_is_refused_whole() {
+        let (mut state, now) = limited(10, 100);
+        let lie = update(1, &[("a", 3), ("b", 11)]);
+        assert_eq!(state.apply_update(&lie, now), Outcome::Refused(Refusal::CountTooHigh));
+        assert_eq!((state.count("a"), state.count("b")), (0, 0));
+        assert!(
+            !state.node("b").expect("member").gap,
+            "a refused update announces nothing"
+        );
+        let lie = full(1, &[("a", u64::MAX, 1)]);
+        assert_eq!(
+            state.apply_full_state(&lie, now),
+            Outcome::Refused(Refusal::CountTooHigh)
+        );
+        assert_eq!(state.count("a"), 0);
+    }
+
+    #[test]
+    fn more_topics_than_the_limit_are_refused_whole() {
+        let (mut state, now) = limited(10, 2);
+        assert_eq!(
+            state.apply_update(&update(1, &[("a", 1), ("b", 1)]), now),
+            Outcome::Changed
+        );
+        assert_eq!(
+            state.apply_update(&update(2, &[("a", 2), ("c", 1)]), now),
+            Outcome::Refused(Refusal::TooManyTopics)
+        );
+        assert_eq!((state.count("a"), state.count("c")), (1, 0));
+        assert_eq!(
+            state.apply_update(&update(2, &[("a", 0), ("c", 1)]), now),
+            Outcome::Changed,
+            "a topic that leaves makes room"
+        );
+        let lie = full(3, &[("a", 1, 1), ("b", 1, 1), ("c", 1, 3)]);
+        assert_eq!(
+            state.apply_full_state(&lie, now),
+            Outcome::Refused(Refusal::TooManyTopics)
+        );
+    }
+
+    #[test]
+    fn a_forged_seq_far_ahead_neither_pins_a_topic_nor_holds_a_gap_open() {
+        let (mut state, now) = live();
+        // Before the owner's state is known, a forged digest opens a gap...
+        let forged = update(1 << 62, &[]);
+        assert_eq!(state.apply_update(&forged, now), Outcome::Unchanged);
+        assert!(state.node("b").expect("member").gap);
+        // ...which the owner's full state closes for good.
+        assert_eq!(state.apply_full_state(&full(3, &[("t", 1, 3)]), now), Outcome::Changed);
+        assert!(!state.node("b").expect("member").gap);
+        let pin = update(1 << 62, &[("t", 999)]);
+        assert_eq!(state.apply_update(&pin, now), Outcome::Refused(Refusal::SeqTooFarAhead));
+        assert_eq!(state.count("t"), 1);
+        assert!(!state.node("b").expect("member").gap);
+        assert_eq!(state.apply_update(&update(4, &[("t", 0)]), now), Outcome::Changed);
+        assert_eq!(state.count("t"), 0, "the owner's next update still applies");
+    }
+
+    #[test]
+    fn sums_saturate_instead_of_wrapping() {
+        let now = Instant::now();
+        let mut state = ClusterState::new(PeerLimits {
+            max_count: u64::MAX,
+            max_topics: 10,
+        });
+        for name in ["b", "c"] {
+            assert!(state.member_up(name, 1, now));
+            let mut big = update(1, &[("t", u64::MAX - 1)]);
+            big.name = name.into();
+            state.apply_update(&big, now);
+        }
+        assert_eq!(state.count("t"), u64::MAX);
     }
 
     #[test]

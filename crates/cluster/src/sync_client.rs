@@ -11,7 +11,6 @@ use prost::Message;
 use tonic::Status;
 
 use crate::{
-    MAX_STATE_BYTES,
     envelope::{DropReason, Sealer},
     identity::{NodeId, NodeName},
     state::FullState,
@@ -35,12 +34,13 @@ pub enum PullError {
     Invalid(&'static str),
 }
 
-/// Pulls `target`'s full state from its sync server.
-pub(crate) async fn pull(sealer: &Sealer, target: &NodeId) -> Result<FullState, PullError> {
+/// Pulls `target`'s full state from its sync server; an answer over
+/// `max_bytes` is refused unread.
+pub(crate) async fn pull(sealer: &Sealer, target: &NodeId, max_bytes: usize) -> Result<FullState, PullError> {
     let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{}", target.sync_addr()))?
         .connect_timeout(PULL_CONNECT_TIMEOUT)
         .timeout(PULL_TIMEOUT);
-    let mut client = SyncClient::new(endpoint.connect().await?).max_decoding_message_size(MAX_STATE_BYTES);
+    let mut client = SyncClient::new(endpoint.connect().await?).max_decoding_message_size(max_bytes);
     let request = PullStateRequest {
         target: Some(target.node_ref()),
     };

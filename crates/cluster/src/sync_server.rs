@@ -14,10 +14,13 @@ use tokio::sync::{mpsc, oneshot};
 use tonic::{Request, Response, Status};
 
 use crate::{
-    MAX_STATE_BYTES,
     envelope::{DropReason, Sealer},
     metrics::ClusterMetrics,
 };
+
+/// Largest pull request accepted: a sealed node reference is a few hundred
+/// bytes, and nothing bigger is decoded before its MAC is checked.
+const MAX_REQUEST_BYTES: usize = 1024;
 
 /// A request to the gossip task for this node's published full state.
 pub(crate) type StateRequest = oneshot::Sender<NodeState>;
@@ -28,6 +31,7 @@ pub struct SyncService {
     own_name: String,
     sealer: Sealer,
     state_requests: mpsc::Sender<StateRequest>,
+    max_state_bytes: usize,
     metrics: ClusterMetrics,
 }
 
@@ -36,19 +40,24 @@ impl SyncService {
         own_name: String,
         sealer: Sealer,
         state_requests: mpsc::Sender<StateRequest>,
+        max_state_bytes: usize,
         metrics: ClusterMetrics,
     ) -> Self {
         Self {
             own_name,
             sealer,
             state_requests,
+            max_state_bytes,
             metrics,
         }
     }
 
     /// The tonic service to mount on the node's gRPC server.
     pub fn into_server(self) -> SyncServer<Self> {
-        SyncServer::new(self).max_encoding_message_size(MAX_STATE_BYTES)
+        let max_state_bytes = self.max_state_bytes;
+        SyncServer::new(self)
+            .max_encoding_message_size(max_state_bytes)
+            .max_decoding_message_size(MAX_REQUEST_BYTES)
     }
 }
 

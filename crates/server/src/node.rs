@@ -11,7 +11,7 @@
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-use headcount_cluster::{Cluster, ClusterConfig, ClusterSecret, NodeName};
+use headcount_cluster::{Cluster, ClusterConfig, ClusterSecret, NodeName, PeerLimits};
 use headcount_counter::CounterTable;
 use headcount_proto::v1::{cluster_server::ClusterServer, counter_server::CounterServer};
 use prometheus_client::registry::Registry;
@@ -157,6 +157,10 @@ impl Node {
             gossip_interval: config.gossip_interval,
             suspect_timeout: config.suspect_timeout,
             secret: config.cluster_secret.clone(),
+            peer_limits: PeerLimits {
+                max_count: u64::try_from(config.max_connections).unwrap_or(u64::MAX),
+                max_topics: config.max_topics,
+            },
         };
         let cluster = span.in_scope(|| {
             Cluster::start(

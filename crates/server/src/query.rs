@@ -98,7 +98,7 @@ impl Query {
         let local = self.table.count(topic);
         TopicCount {
             topic: topic.to_string(),
-            count: local + view.remote_count(topic),
+            count: local.saturating_add(view.remote_count(topic)),
             local,
             nodes: nodes(&view),
         }
@@ -121,10 +121,11 @@ impl Query {
             .collect();
         for (topic, local) in self.table.snapshot() {
             if topic.starts_with(prefix) {
-                *counts.entry(topic).or_default() += local;
+                let count = counts.entry(topic).or_default();
+                *count = count.saturating_add(local);
             }
         }
-        let total = counts.values().sum();
+        let total = counts.values().fold(0u64, |sum, count| sum.saturating_add(*count));
         let mut topics: Vec<(Topic, u64)> = counts.into_iter().collect();
         let limit = limit.min(topics.len());
         let by_count = |a: &(Topic, u64), b: &(Topic, u64)| (Reverse(a.1), &a.0).cmp(&(Reverse(b.1), &b.0));
