@@ -949,7 +949,7 @@ async fn cluster_metrics_health_and_unknown_paths() {
     assert_eq!(node.get("/healthz").await.0, 200);
     assert_eq!(node.get("/readyz").await.0, 200, "ready at once without seeds");
 
-    for path in ["/nope", "/counts/extra", "/ws", "/"] {
+    for path in ["/nope", "/counts/extra", "/ws", "/index.html"] {
         let (status, body) = node.get(path).await;
         assert_eq!(status, 404, "{path}: {body}");
         assert!(body["error"].as_str().is_some_and(|e| !e.is_empty()), "{path}: {body}");

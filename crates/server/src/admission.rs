@@ -11,6 +11,8 @@ use std::{net::IpAddr, sync::Arc};
 
 use dashmap::{DashMap, mapref::entry::Entry};
 use sha2::{Digest, Sha256};
+
+use crate::serve::accept_cap;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Why a connection is refused before the upgrade.
@@ -43,6 +45,8 @@ pub struct Admission {
     allowed_origins: Option<Vec<String>>,
     per_ip: Arc<IpCounts>,
     max_per_ip: u32,
+    sockets_per_ip: Arc<IpCounts>,
+    max_sockets_per_ip: u32,
     connections: Arc<Semaphore>,
 }
 
@@ -58,15 +62,27 @@ impl Admission {
     pub fn new(allowed_origins: Option<Vec<String>>, max_connections: usize, max_per_ip: u32) -> Self {
         let allowed_origins =
             allowed_origins.map(|origins| origins.into_iter().map(|origin| normalize(&origin)).collect());
+        let salt = rand::random();
+        let counts = || {
+            Arc::new(IpCounts {
+                salt,
+                counts: DashMap::new(),
+            })
+        };
         Self {
             allowed_origins,
-            per_ip: Arc::new(IpCounts {
-                salt: rand::random(),
-                counts: DashMap::new(),
-            }),
+            per_ip: counts(),
             max_per_ip,
+            sockets_per_ip: counts(),
+            max_sockets_per_ip: accept_cap(max_per_ip),
             connections: Arc::new(Semaphore::new(max_connections.min(Semaphore::MAX_PERMITS))),
         }
+    }
+
+    /// Takes a place for one more open TCP connection from `ip` (HTTP or
+    /// gRPC, at accept time); `None` when it holds its cap already.
+    pub fn accept(&self, ip: IpAddr) -> Option<IpPermit> {
+        self.sockets_per_ip.acquire(ip, self.max_sockets_per_ip)
     }
 
     /// Whether every origin is allowed (no `--allowed-origins`).
@@ -145,8 +161,9 @@ impl IpCounts {
     }
 }
 
+/// One place in a per-IP table, given back when dropped.
 #[derive(Debug)]
-struct IpPermit {
+pub struct IpPermit {
     counts: Arc<IpCounts>,
     key: IpKey,
 }
@@ -200,6 +217,21 @@ mod tests {
         let _b = admission.admit(ip("2001:db8:1:2:ffff::9")).expect("second, same /64");
         assert_eq!(admission.admit(ip("2001:db8:1:2::abcd")).err(), Some(Refusal::PerIp));
         assert!(admission.admit(ip("2001:db8:1:3::1")).is_ok(), "another /64");
+    }
+
+    #[test]
+    fn open_sockets_are_capped_per_ip_above_the_websocket_cap() {
+        let admission = Admission::new(None, 100, 2);
+        let held: Vec<IpPermit> = (0..accept_cap(2))
+            .map(|_| admission.accept(ip("10.0.0.1")).expect("under the cap"))
+            .collect();
+        assert!(admission.accept(ip("10.0.0.1")).is_none());
+        assert!(admission.accept(ip("10.0.0.2")).is_some(), "another client");
+        let _ws = admission
+            .admit(ip("10.0.0.1"))
+            .expect("websocket places are counted apart");
+        drop(held);
+        assert!(admission.accept(ip("10.0.0.1")).is_some());
     }
 
     #[test]

@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use crate::{
+    admission::{Admission, Admitted, Refusal},
     metrics::NodeMetrics,
     params::{ListRequest, topic},
     push::Hub,
@@ -24,19 +25,44 @@ use crate::{
 pub struct CounterApi {
     query: Query,
     hub: Arc<Hub>,
+    admission: Arc<Admission>,
     metrics: NodeMetrics,
     shutdown: CancellationToken,
 }
 
 impl CounterApi {
-    /// Serves counts from `query`, watches through `hub`; streams end on `shutdown`.
-    pub fn new(query: Query, hub: Arc<Hub>, metrics: NodeMetrics, shutdown: CancellationToken) -> Self {
+    /// Serves counts from `query`, watches through `hub` under the limits of
+    /// `admission`; streams end on `shutdown`.
+    pub fn new(
+        query: Query,
+        hub: Arc<Hub>,
+        admission: Arc<Admission>,
+        metrics: NodeMetrics,
+        shutdown: CancellationToken,
+    ) -> Self {
         Self {
             query,
             hub,
+            admission,
             metrics,
             shutdown,
         }
+    }
+
+    /// A watch stream is a watcher like a `?watch=1` websocket: it holds a
+    /// per-IP and a node-wide place while it is open.
+    fn admit_watcher<T>(&self, request: &Request<T>) -> Result<Admitted, Status> {
+        let ip = request
+            .remote_addr()
+            .map(|addr| addr.ip())
+            .ok_or_else(|| Status::internal("no peer address"))?;
+        self.admission.admit(ip).map_err(|refusal| {
+            self.metrics.refused.get_or_create(&[("reason", refusal.label())]).inc();
+            match refusal {
+                Refusal::PerIp => Status::resource_exhausted(refusal.to_string()),
+                Refusal::NodeFull | Refusal::Origin => Status::unavailable(refusal.to_string()),
+            }
+        })
     }
 }
 
@@ -81,13 +107,14 @@ impl counter_server::Counter for CounterApi {
     type WatchCountStream = CountStream;
 
     async fn watch_count(&self, request: Request<WatchCountRequest>) -> Result<Response<CountStream>, Status> {
+        let admitted = self.admit_watcher(&request)?;
         let topic = topic(&request.into_inner().topic)?;
         let first = self.query.count(&topic);
         let changes = WatchStream::from_changes(self.hub.subscribe(&topic, first.count));
         let query = self.query.clone();
         let watcher = self.metrics.watcher();
         let updates = changes.map(move |count| {
-            let _held = &watcher;
+            let _held = (&watcher, &admitted);
             let now = query.count(&topic);
             Ok(v1::TopicCount { count, ..now.into() })
         });

@@ -22,9 +22,11 @@ mod node;
 mod params;
 mod push;
 mod query;
+mod serve;
 mod state;
 mod ws;
 
 pub use headcount_cluster::{ClusterSecret, InvalidNodeName, NodeName, SecretTooShort};
 pub use node::{Listeners, Node, NodeConfig, StartError};
+pub use serve::{HttpTimings, accept_cap};
 pub use state::SessionTimings;

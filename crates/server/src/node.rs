@@ -11,6 +11,7 @@
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
+use futures_util::Stream;
 use headcount_cluster::{Cluster, ClusterConfig, ClusterSecret, NodeName, PeerLimits};
 use headcount_counter::CounterTable;
 use headcount_proto::v1::{cluster_server::ClusterServer, counter_server::CounterServer};
@@ -19,7 +20,6 @@ use tokio::{
     net::{TcpListener, UdpSocket},
     sync::watch,
 };
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tonic_health::ServingStatus;
 use tracing::{Instrument, error, info, info_span};
@@ -32,6 +32,7 @@ use crate::{
     metrics::NodeMetrics,
     push::Hub,
     query::Query,
+    serve::{AcceptGate, HttpTimings, Tracked, grpc_incoming, serve_http},
     state::{AppState, SessionTimings},
 };
 
@@ -66,6 +67,8 @@ pub struct NodeConfig {
     pub allowed_origins: Option<Vec<String>>,
     /// Ping and idle timings of websocket sessions.
     pub session: SessionTimings,
+    /// Header-read and idle timeouts of HTTP connections.
+    pub http: HttpTimings,
 }
 
 impl NodeConfig {
@@ -95,6 +98,7 @@ impl Default for NodeConfig {
             max_topics: 100_000,
             allowed_origins: None,
             session: SessionTimings::default(),
+            http: HttpTimings::default(),
         }
     }
 }
@@ -178,15 +182,20 @@ impl Node {
         let (chart_tx, chart) = watch::channel(Arc::default());
         let sampler = chart::run(query.clone(), chart_tx, shutdown.clone());
         tracker.spawn(sampler.instrument(span.clone()));
+        let admission = Arc::new(Admission::new(
+            config.allowed_origins.clone(),
+            config.max_connections,
+            config.max_connections_per_ip,
+        ));
+        let gate: AcceptGate = {
+            let admission = Arc::clone(&admission);
+            Arc::new(move |peer: SocketAddr| admission.accept(peer.ip()))
+        };
         let state = Arc::new(AppState {
             query: query.clone(),
             table,
             hub: Arc::clone(&hub),
-            admission: Admission::new(
-                config.allowed_origins.clone(),
-                config.max_connections,
-                config.max_connections_per_ip,
-            ),
+            admission: Arc::clone(&admission),
             metrics: metrics.clone(),
             registry: Arc::new(registry),
             needs_join: !config.seeds.is_empty(),
@@ -199,14 +208,25 @@ impl Node {
 
         let push = (Arc::clone(&hub), query.clone(), shutdown.clone());
         tracker.spawn(async move { push.0.run(push.1, config.push_interval, push.2).await }.instrument(span.clone()));
-        tracker.spawn(serve_http(listeners.http, state, shutdown.clone()).instrument(span.clone()));
+        let http = serve_http(
+            listeners.http,
+            app(state),
+            config.http,
+            Arc::clone(&gate),
+            metrics.clone(),
+            shutdown.clone(),
+            tracker.clone(),
+        );
+        tracker.spawn(http.instrument(span.clone()));
         let grpc = GrpcParts {
             query,
             hub,
-            metrics,
+            admission,
+            metrics: metrics.clone(),
             sync: cluster.sync_service(),
         };
-        tracker.spawn(serve_grpc(listeners.grpc, grpc, shutdown).instrument(span.clone()));
+        let incoming = grpc_incoming(listeners.grpc, gate, metrics);
+        tracker.spawn(serve_grpc(incoming, grpc, shutdown).instrument(span.clone()));
         tracker.close();
         span.in_scope(|| info!(%http_addr, %grpc_addr, %gossip_addr, %advertise, "node started"));
         Ok(Self {
@@ -223,27 +243,28 @@ impl Node {
     }
 }
 
-async fn serve_http(listener: TcpListener, state: Arc<AppState>, shutdown: CancellationToken) {
-    let app = app(state).into_make_service_with_connect_info::<SocketAddr>();
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await;
-    if let Err(error) = served {
-        error!(%error, "http server failed");
-    }
-}
-
 /// Services reported by gRPC health: the whole server ("") and the public API.
 const HEALTH_SERVICES: [&str; 3] = ["", "headcount.v1.Counter", "headcount.v1.Cluster"];
 
 struct GrpcParts {
     query: Query,
     hub: Arc<Hub>,
+    admission: Arc<Admission>,
     metrics: NodeMetrics,
     sync: headcount_cluster::SyncService,
 }
 
-async fn serve_grpc(listener: TcpListener, parts: GrpcParts, shutdown: CancellationToken) {
+/// Streams one connection may open at once.
+const GRPC_MAX_STREAMS: u32 = 100;
+/// HTTP/2 pings find dead peers of idle gRPC connections.
+const GRPC_KEEPALIVE: Duration = Duration::from_secs(30);
+const GRPC_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+
+async fn serve_grpc(
+    incoming: impl Stream<Item = std::io::Result<Tracked>> + Send + 'static,
+    parts: GrpcParts,
+    shutdown: CancellationToken,
+) {
     let (mut health, health_service) = tonic_health::server::health_reporter();
     for service in HEALTH_SERVICES {
         health.set_service_status(service, ServingStatus::Serving).await;
@@ -260,16 +281,25 @@ async fn serve_grpc(listener: TcpListener, parts: GrpcParts, shutdown: Cancellat
             return;
         }
     };
-    let counter = CounterApi::new(parts.query.clone(), parts.hub, parts.metrics, shutdown.clone());
+    let counter = CounterApi::new(
+        parts.query.clone(),
+        parts.hub,
+        parts.admission,
+        parts.metrics,
+        shutdown.clone(),
+    );
     let stop = shutdown.clone();
     let served = tonic::transport::Server::builder()
+        .max_concurrent_streams(GRPC_MAX_STREAMS)
+        .http2_keepalive_interval(Some(GRPC_KEEPALIVE))
+        .http2_keepalive_timeout(Some(GRPC_KEEPALIVE_TIMEOUT))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(CounterServer::new(counter))
         .add_service(ClusterServer::new(ClusterApi::new(parts.query)))
         .add_service(parts.sync.into_server())
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+        .serve_with_incoming_shutdown(incoming, async move {
             stop.cancelled().await;
             // Watchers see NOT_SERVING, then their streams end, so open
             // Health/Watch calls do not hold the graceful shutdown open.

@@ -28,7 +28,7 @@ pub(crate) struct AppState {
     /// Per-topic change channels for watchers.
     pub(crate) hub: Arc<Hub>,
     /// Connection limits.
-    pub(crate) admission: Admission,
+    pub(crate) admission: Arc<Admission>,
     /// Edge metrics.
     pub(crate) metrics: NodeMetrics,
     /// Every metric of the node, for `/metrics`.

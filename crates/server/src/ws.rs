@@ -41,6 +41,8 @@ pub const MAX_CLIENT_FRAME: usize = 1024;
 const READ_BUFFER: usize = 1024;
 /// A client that stops reading is disconnected once this much is queued.
 const MAX_WRITE_BUFFER: usize = 64 * 1024;
+/// How long a send may wait for a client that does not read.
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a closing session waits for the client's close reply.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
@@ -166,7 +168,7 @@ impl Session {
                     if last_heard.elapsed() >= timings.idle_timeout {
                         return Some((CLOSE_NORMAL, "idle timeout"));
                     }
-                    if Box::pin(socket.send(Message::Ping(Default::default()))).await.is_err() {
+                    if Box::pin(send(socket, Message::Ping(Default::default()))).await.is_err() {
                         return None;
                     }
                     let next = (Instant::now() + timings.ping_after).min(last_heard + timings.idle_timeout);
@@ -179,9 +181,18 @@ impl Session {
 
 /// Sends `{"topic":…,"count":N}`; boxed, so its state is not part of every
 /// idle session.
-async fn send_count(socket: &mut WebSocket, topic: &Topic, count: u64) -> Result<(), axum::Error> {
+async fn send_count(socket: &mut WebSocket, topic: &Topic, count: u64) -> Result<(), ()> {
     let text = serde_json::to_string(&Push { topic, count }).unwrap_or_default();
-    Box::pin(socket.send(Message::Text(text.into()))).await
+    Box::pin(send(socket, Message::Text(text.into()))).await
+}
+
+/// Sends one message; a client that does not read it within
+/// [`SEND_TIMEOUT`] (its buffers are full) ends the session.
+async fn send(socket: &mut WebSocket, message: Message) -> Result<(), ()> {
+    match tokio::time::timeout(SEND_TIMEOUT, socket.send(message)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) | Err(_) => Err(()),
+    }
 }
 
 async fn close_gracefully(socket: &mut WebSocket, code: u16, reason: &'static str) {
@@ -189,7 +200,7 @@ async fn close_gracefully(socket: &mut WebSocket, code: u16, reason: &'static st
         code,
         reason: reason.into(),
     };
-    if socket.send(Message::Close(Some(frame))).await.is_err() {
+    if send(socket, Message::Close(Some(frame))).await.is_err() {
         return;
     }
     // Wait briefly for the client's close reply so the close handshake

@@ -1,0 +1,198 @@
+//! A node on the open internet, against hostile clients: requests whose
+//! headers never end, connections left idle, one address opening connection
+//! after connection, gRPC watch floods, malformed topics. Each test is a
+//! finding of the exposure review, reproduced against a real node on
+//! loopback; the node must cut the client off, refuse it, or answer 400, and
+//! keep serving everyone else.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use headcount_proto::v1::{WatchCountRequest, counter_client::CounterClient};
+use headcount_server::{HttpTimings, accept_cap};
+use headcount_tests::{TestNode, get_json, test_config, ws_connect};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+    time::timeout,
+};
+use tonic::{Code, transport::Channel};
+
+/// Generous bound for "soon" on a shared machine.
+const SOON: Duration = Duration::from_secs(5);
+
+/// A node whose HTTP timeouts are short enough for a test.
+async fn node_with(tweak: impl FnOnce(&mut headcount_server::NodeConfig)) -> TestNode {
+    let mut config = test_config("a");
+    config.http = HttpTimings {
+        header_read_timeout: Duration::from_millis(500),
+        idle_timeout: Duration::from_secs(1),
+    };
+    tweak(&mut config);
+    TestNode::start(config).await
+}
+
+/// Reads until the server closes the connection; the bytes it sent, or
+/// `None` if it is still open after `within`.
+async fn closed_within(stream: &mut TcpStream, within: Duration) -> Option<Vec<u8>> {
+    let mut received = Vec::new();
+    let mut buf = [0u8; 4096];
+    timeout(within, async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => received.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await
+    .ok()
+    .map(|()| received)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_whose_headers_never_end_is_cut_off() {
+    let node = node_with(|_| {}).await;
+    let mut slow = TcpStream::connect(node.http).await.expect("connect");
+    slow.write_all(b"GET /count/news HTTP/1.1\r\nHost: a\r\nX-Slow: ")
+        .await
+        .expect("write");
+    assert!(
+        closed_within(&mut slow, SOON).await.is_some(),
+        "half-sent headers must not hold a connection open"
+    );
+    assert_eq!(node.get("/count/news").await.0, 200, "others are still served");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_keep_alive_connection_is_closed() {
+    let node = node_with(|_| {}).await;
+    let mut idle = TcpStream::connect(node.http).await.expect("connect");
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .expect("write");
+    let answered = closed_within(&mut idle, SOON)
+        .await
+        .expect("closed after the idle timeout");
+    assert!(answered.starts_with(b"HTTP/1.1 200"), "the request itself was answered");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_are_capped_per_ip_before_any_request_is_read() {
+    let node = node_with(|config| {
+        config.max_connections_per_ip = 1;
+        config.http.idle_timeout = Duration::from_secs(60);
+    })
+    .await;
+    let mut held = Vec::new();
+    for _ in 0..accept_cap(1) {
+        held.push(TcpStream::connect(node.http).await.expect("connect"));
+    }
+    let mut over = TcpStream::connect(node.http).await.expect("the kernel accepts the SYN");
+    assert_eq!(
+        closed_within(&mut over, SOON).await,
+        Some(Vec::new()),
+        "one connection over the cap is closed unread, without an answer"
+    );
+    let first = held.first_mut().expect("held");
+    first
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    let answer = closed_within(first, SOON).await.expect("answered and closed");
+    assert!(
+        answer.starts_with(b"HTTP/1.1 200"),
+        "connections under the cap are served"
+    );
+    drop(held);
+    let (status, _) = get_json(node.http, "/healthz").await;
+    assert_eq!(status, 200, "places come back when connections close");
+}
+
+async fn counter(node: &TestNode) -> CounterClient<Channel> {
+    CounterClient::connect(format!("http://{}", node.grpc))
+        .await
+        .expect("grpc connects")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_watch_streams_are_watchers_under_the_per_ip_cap() {
+    let node = node_with(|config| config.max_connections_per_ip = 2).await;
+    let client = counter(&node).await;
+    let mut streams = Vec::new();
+    let watch = || {
+        let mut client = client.clone();
+        async move { client.watch_count(WatchCountRequest { topic: "t".into() }).await }
+    };
+    for _ in 0..2 {
+        let mut stream = watch().await.expect("under the cap").into_inner();
+        assert!(stream.next().await.is_some(), "the first count arrives");
+        streams.push(stream);
+    }
+    let refused = watch().await.expect_err("over the per-IP cap");
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused}");
+    let status = ws_connect(node.http, "/ws/t?watch=1")
+        .await
+        .map(|_| ())
+        .expect_err("refused");
+    assert!(
+        status.to_string().contains("429"),
+        "websocket watchers share the cap: {status}"
+    );
+    streams.clear();
+    let mut again = None;
+    for _ in 0..50 {
+        match watch().await {
+            Ok(stream) => {
+                again = Some(stream);
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    assert!(again.is_some(), "a closed stream gives its place back");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_grpc_connection_opens_at_most_100_streams_at_once() {
+    let node = node_with(|config| config.max_connections_per_ip = 1_000).await;
+    let client = counter(&node).await;
+    let mut open = Vec::new();
+    for i in 0..100 {
+        let mut client = client.clone();
+        let mut stream = client
+            .watch_count(WatchCountRequest { topic: format!("t{i}") })
+            .await
+            .expect("within the stream limit")
+            .into_inner();
+        assert!(stream.next().await.is_some());
+        open.push(stream);
+    }
+    let mut one_more = client.clone();
+    let waiting = tokio::spawn(async move {
+        let mut stream = one_more
+            .watch_count(WatchCountRequest { topic: "last".into() })
+            .await?
+            .into_inner();
+        stream.next().await.transpose()
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!waiting.is_finished(), "the 101st stream waits for a free one");
+    open.pop();
+    let first = timeout(SOON, waiting).await.expect("starts once one closes");
+    assert!(matches!(first, Ok(Ok(Some(_)))), "{first:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_percent_escapes_are_refused_as_invalid_topics() {
+    let node = node_with(|_| {}).await;
+    for path in ["/count/%zz", "/count/a%", "/count/%2"] {
+        let (status, body) = node.get(path).await;
+        assert_eq!(status, 400, "{path}: {body}");
+        assert!(body["error"].as_str().is_some_and(|e| e.contains("percent")), "{body}");
+    }
+    let refused = ws_connect(node.http, "/ws/%zz").await.map(|_| ()).expect_err("refused");
+    assert!(refused.to_string().contains("400"), "{refused}");
+    let (_, counts) = node.get("/counts").await;
+    assert_eq!(counts["total"], 0, "the literal topic was never counted: {counts}");
+}
