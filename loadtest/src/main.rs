@@ -1,18 +1,10 @@
 //! `headcount-load`: where every performance claim of headcount comes from.
-//!
-//! The machine these numbers come from is shared (two cores for servers and
-//! load generator, other people's builds running), so single measurements
-//! (`hold`, `churn`, `converge`, `count`) print JSON for any node you point
-//! them at, while `suite` and `scale` start the servers themselves, measure
-//! headcount against the bare baseline in the same run, and write the ratios
-//! into BENCHMARKS.md. Each run prints its JSON report on stdout (one line)
-//! and one human summary line on stderr.
-
-//!
-//! The code is in three parts that import only downwards: `measure` (the
-//! measurements and what they share), `report` (result types, targets,
-//! BENCHMARKS.md; reads `measure`'s report types) and `runs` (the suite and
-//! the scale run, which use both).
+//! Single measurements (`hold`, `churn`, `converge`, `count`, in `measure`)
+//! print a JSON report on stdout and a summary line on stderr for any node
+//! you point them at; `suite` and `scale` (in `runs`) start the servers
+//! themselves, measure headcount against the bare baseline in the same run on
+//! this shared, noisy machine, and write the ratios into BENCHMARKS.md through
+//! `report`. Imports only go downwards: runs → report → measure.
 
 mod measure;
 mod report;
@@ -20,19 +12,13 @@ mod runs;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::Parser;
 use measure::{Report, churn, converge, count, hold};
 use runs::{scale, suite};
 
 /// Load generator for headcount: measurements, the standard suite, the scale run.
 #[derive(Debug, Parser)]
 #[command(name = "headcount-load", version, about)]
-struct Cli {
-    #[command(subcommand)]
-    mode: Mode,
-}
-
-#[derive(Debug, Subcommand)]
 enum Mode {
     /// Open C websocket connections over T topics and hold them; handshake rate, connect latency, server memory.
     Hold(hold::HoldArgs),
@@ -69,19 +55,11 @@ async fn run(mode: Mode) -> anyhow::Result<()> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("error: cannot start the runtime: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(cli.mode)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("error: {error:#}");
-            ExitCode::FAILURE
-        }
+    let mode = Mode::parse();
+    let done = tokio::runtime::Runtime::new().map_err(anyhow::Error::from).and_then(|rt| rt.block_on(run(mode)));
+    if let Err(error) = done {
+        eprintln!("error: {error:#}");
+        return ExitCode::FAILURE;
     }
+    ExitCode::SUCCESS
 }

@@ -1,13 +1,10 @@
-//! `headcount-bare`: the floor headcount is measured against.
-//!
-//! A minimal axum websocket server with exactly headcount's per-connection
-//! settings (1 KiB read buffer, eager writes, 64 KiB write cap, 1 KiB frames,
-//! the same routes and connect-info service) that sends one small count frame
-//! on connect, like headcount, and then only reads until the client leaves.
-//! No counting, no gossip, no pushes: whatever headcount costs beyond this is
-//! what headcount itself adds. `GET /count/{topic}` answers a constant-shape
-//! JSON without looking anything up, so the same request loop measured here
-//! gives the HTTP latency floor of this machine.
+//! `headcount-bare`: the floor headcount is measured against. A minimal axum
+//! websocket server with exactly headcount's per-connection settings (1 KiB
+//! read buffer, eager writes, 64 KiB write cap, 1 KiB frames, the same routes
+//! and connect-info service) that sends one small count frame on connect and
+//! then only reads until the client leaves: whatever headcount costs beyond
+//! this is what headcount itself adds. `GET /count/{topic}` answers a
+//! constant-shape JSON without looking anything up: the HTTP latency floor.
 
 use std::{net::SocketAddr, process::ExitCode};
 
@@ -19,7 +16,7 @@ use axum::{
     routing::get,
 };
 use clap::Parser;
-use serde::Serialize;
+use serde_json::json;
 
 /// The bare baseline websocket server.
 #[derive(Debug, Parser)]
@@ -33,20 +30,6 @@ struct Flags {
 const READ_BUFFER: usize = 1024;
 const MAX_WRITE_BUFFER: usize = 64 * 1024;
 const MAX_CLIENT_FRAME: usize = 1024;
-
-#[derive(Serialize)]
-struct Push<'a> {
-    topic: &'a str,
-    count: u64,
-}
-
-#[derive(Serialize)]
-struct TopicCount<'a> {
-    topic: &'a str,
-    count: u64,
-    local: u64,
-    nodes: u32,
-}
 
 fn topic_of<'a>(uri: &'a Uri, prefix: &str) -> &'a str {
     uri.path().strip_prefix(prefix).unwrap_or_default()
@@ -64,7 +47,7 @@ async fn ws(uri: Uri, upgrade: WebSocketUpgrade) -> Response {
 }
 
 async fn session(mut socket: WebSocket, topic: String) {
-    let text = serde_json::to_string(&Push { topic: &topic, count: 1 }).unwrap_or_default();
+    let text = json!({ "topic": topic, "count": 1 }).to_string();
     drop(topic);
     if socket.send(Message::Text(text.into())).await.is_err() {
         return;
@@ -77,8 +60,7 @@ async fn session(mut socket: WebSocket, topic: String) {
 }
 
 async fn count(uri: Uri) -> Json<serde_json::Value> {
-    let answer = TopicCount { topic: topic_of(&uri, "/count/"), count: 0, local: 0, nodes: 1 };
-    Json(serde_json::to_value(answer).unwrap_or_default())
+    Json(json!({ "topic": topic_of(&uri, "/count/"), "count": 0, "local": 0, "nodes": 1 }))
 }
 
 async fn healthz() -> &'static str {
@@ -103,18 +85,10 @@ async fn serve(flags: Flags) -> anyhow::Result<()> {
 
 fn main() -> ExitCode {
     let flags = Flags::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("error: cannot start the runtime: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(serve(flags)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("error: --http: {error}");
-            ExitCode::FAILURE
-        }
+    let served = tokio::runtime::Runtime::new().map_err(anyhow::Error::from).and_then(|rt| rt.block_on(serve(flags)));
+    if let Err(error) = served {
+        eprintln!("error: --http: {error}");
+        return ExitCode::FAILURE;
     }
+    ExitCode::SUCCESS
 }

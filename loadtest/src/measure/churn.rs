@@ -23,7 +23,6 @@ use super::{
     topics::{Dist, NetArgs, TopicArgs},
 };
 
-/// Flags of `churn`.
 #[derive(Debug, Clone, Args)]
 pub struct ChurnArgs {
     #[command(flatten)]
@@ -73,17 +72,12 @@ pub struct ChurnReport {
 
 impl Report for ChurnReport {
     fn summary(&self) -> String {
-        let cpu = self.server_cpu_us_per_cycle.map(|us| format!(", server CPU {us:.0} µs/cycle"));
+        let (cycles, secs, rate, failed, missed) =
+            (self.cycles, self.duration_secs, self.cycles_per_sec, self.failed, self.missed_starts);
+        let (join, cycle) = (self.join.short(), self.cycle.short());
+        let cpu = self.server_cpu_us_per_cycle.map(|us| format!(", server CPU {us:.0} µs/cycle")).unwrap_or_default();
         format!(
-            "churn: {} cycles in {:.1}s = {:.0} cycles/s ({} failed, {} missed starts), join {}, cycle {}{}",
-            self.cycles,
-            self.duration_secs,
-            self.cycles_per_sec,
-            self.failed,
-            self.missed_starts,
-            self.join.short(),
-            self.cycle.short(),
-            cpu.unwrap_or_default(),
+            "churn: {cycles} cycles in {secs:.1}s = {rate:.0} cycles/s ({failed} failed, {missed} missed starts), join {join}, cycle {cycle}{cpu}"
         )
     }
 }
@@ -123,7 +117,6 @@ fn cpu_micros(pids: &[u32]) -> Option<u64> {
     pids.iter().map(|&pid| procfs::cpu_micros(pid)).sum()
 }
 
-/// Runs `churn`.
 pub async fn run(args: ChurnArgs) -> anyhow::Result<ChurnReport> {
     let cpu_before = cpu_micros(&args.server_pid);
     // Topic names are drawn up front: every uniform topic once, or 64k Zipf

@@ -28,7 +28,6 @@ use super::{
     topics::{Sources, loopback_addr},
 };
 
-/// Flags of `converge`.
 #[derive(Debug, Clone, Args)]
 pub struct ConvergeArgs {
     /// HTTP addresses of every node of the cluster, comma-separated.
@@ -83,18 +82,12 @@ pub struct ConvergeReport {
 
 impl Report for ConvergeReport {
     fn summary(&self) -> String {
+        let (nodes, x, trials, join, leave) =
+            (self.nodes, self.interval_ms, self.trials, self.join.short(), self.leave.short());
+        let (joins, leaves, counts) = (self.join_failures, self.leave_failures, self.count_mismatches);
+        let (first_frames, anomalies) = (self.first_frame_mismatches, self.anomalies);
         format!(
-            "converge: {} nodes, X = {:.0} ms, {} trials: join {}, leave {} ({} join / {} leave failures, {} /count mismatches, {} first-frame mismatches, {} anomalies)",
-            self.nodes,
-            self.interval_ms,
-            self.trials,
-            self.join.short(),
-            self.leave.short(),
-            self.join_failures,
-            self.leave_failures,
-            self.count_mismatches,
-            self.first_frame_mismatches,
-            self.anomalies,
+            "converge: {nodes} nodes, X = {x:.0} ms, {trials} trials: join {join}, leave {leave} ({joins} join / {leaves} leave failures, {counts} /count mismatches, {first_frames} first-frame mismatches, {anomalies} anomalies)"
         )
     }
 }
@@ -169,7 +162,6 @@ struct Tally {
     samples: Vec<f64>,
 }
 
-/// Runs `converge`.
 pub async fn run(args: ConvergeArgs) -> anyhow::Result<ConvergeReport> {
     let api = Api::new(Duration::from_secs(5), usize::MAX)?;
     let run_id: u32 = rand::rng().random_range(0..u32::MAX);

@@ -21,7 +21,6 @@ use super::{
     topics::{TopicArgs, loopback_addr},
 };
 
-/// Flags of `count`.
 #[derive(Debug, Clone, Args)]
 pub struct CountArgs {
     /// HTTP addresses of the nodes to query, comma-separated.
@@ -60,16 +59,11 @@ pub struct CountReport {
 
 impl Report for CountReport {
     fn summary(&self) -> String {
+        let (n, rps, l, late) = (self.requests, self.achieved_rps, self.latency, self.late_starts);
+        let errors: u64 = self.errors.values().sum();
         format!(
-            "count: {} requests at {:.0}/s, p50 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms, max {:.3} ms ({} errors, {} late starts)",
-            self.requests,
-            self.achieved_rps,
-            self.latency.p50_ms,
-            self.latency.p99_ms,
-            self.latency.p999_ms,
-            self.latency.max_ms,
-            self.errors.values().sum::<u64>(),
-            self.late_starts,
+            "count: {n} requests at {rps:.0}/s, p50 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms, max {:.3} ms ({errors} errors, {late} late starts)",
+            l.p50_ms, l.p99_ms, l.p999_ms, l.max_ms
         )
     }
 }

@@ -30,7 +30,6 @@ use super::{
     topics::{NetArgs, TopicArgs},
 };
 
-/// Flags of `hold`.
 #[derive(Debug, Clone, Args, Serialize)]
 pub struct HoldArgs {
     #[command(flatten)]
@@ -127,18 +126,12 @@ impl HoldReport {
 
 impl Report for HoldReport {
     fn summary(&self) -> String {
-        let memory = self.bytes_per_connection().map(|b| format!(", server {b:.0} B/conn"));
+        let (held, requested, failed, secs) = (self.held, self.requested, self.failed, self.connect_secs);
+        let (rate, connect, dropped, overflows) =
+            (self.handshakes_per_sec, self.first_frame.short(), self.dropped_while_held, self.listen_overflows);
+        let memory = self.bytes_per_connection().map(|b| format!(", server {b:.0} B/conn")).unwrap_or_default();
         format!(
-            "hold: {}/{} held ({} failed) in {:.1}s = {:.0} handshakes/s, connect {}{}; {} dropped while held; {} listen overflows",
-            self.held,
-            self.requested,
-            self.failed,
-            self.connect_secs,
-            self.handshakes_per_sec,
-            self.first_frame.short(),
-            memory.unwrap_or_default(),
-            self.dropped_while_held,
-            self.listen_overflows,
+            "hold: {held}/{requested} held ({failed} failed) in {secs:.1}s = {rate:.0} handshakes/s, connect {connect}{memory}; {dropped} dropped while held; {overflows} listen overflows"
         )
     }
 }
@@ -151,21 +144,18 @@ struct Tally {
     unclean: AtomicU64,
 }
 
-/// Holds a joined connection until `stop`, then leaves.
-async fn hold(mut ws: Ws, stop: CancellationToken, tally: Arc<Tally>) {
+/// Holds a joined connection until `stop`, then leaves (`None` once the server ended it).
+async fn hold(mut ws: Ws, stop: CancellationToken, tally: Arc<Tally>) -> Option<()> {
     loop {
         tokio::select! {
             () = stop.cancelled() => {
                 let clean = client::leave(ws, Duration::from_secs(5)).await;
                 tally.unclean.fetch_add(u64::from(!clean), Relaxed);
-                return;
+                return Some(());
             }
             frame = client::next_data_frame(&mut ws) => {
-                let counter = if frame.is_some() { &tally.pushes } else { &tally.dropped };
-                counter.fetch_add(1, Relaxed);
-                if frame.is_none() {
-                    return;
-                }
+                (if frame.is_some() { &tally.pushes } else { &tally.dropped }).fetch_add(1, Relaxed);
+                frame?;
             }
         }
     }
@@ -175,7 +165,6 @@ fn rss_each(pids: &[u32]) -> Vec<u64> {
     pids.iter().map(|&pid| procfs::rss_kib(pid).unwrap_or(0)).collect()
 }
 
-/// Runs `hold`.
 pub async fn run(args: HoldArgs) -> anyhow::Result<HoldReport> {
     let (rss_before, overflows_before) = (rss_each(&args.server_pid), procfs::listen_overflows().unwrap_or(0));
     let (stop, tracker, tally) = (CancellationToken::new(), TaskTracker::new(), Arc::new(Tally::default()));
@@ -198,7 +187,7 @@ pub async fn run(args: HoldArgs) -> anyhow::Result<HoldReport> {
                     let _ = outcomes.send(outcome.map_err(Clone::clone)).await;
                     drop(outcomes);
                     if let Ok(joined) = joined {
-                        hold(joined.ws, stop, tally).await;
+                        let _ = hold(joined.ws, stop, tally).await;
                     }
                 });
             }

@@ -1,6 +1,7 @@
 //! What a suite or scale run measured, as written to
 //! `target/loadtest/suite.json` and `scale.json`: filled in by `runs`, read
-//! back by `render`. Every field has a default, so older files still load.
+//! back by `render`. Every field has a default, so older files still load;
+//! times are in the unit their name ends with, X is the gossip interval.
 
 use serde::{Deserialize, Serialize};
 
@@ -13,9 +14,8 @@ use crate::measure::{
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct SuiteResults {
-    /// Always `suite`.
     pub mode: String,
-    /// UTC start time, `YYYY-MM-DD HH:MM UTC`.
+    /// `YYYY-MM-DD HH:MM UTC`.
     pub started: String,
     pub wall_secs: f64,
     pub machine: Option<Machine>,
@@ -37,10 +37,8 @@ pub struct NodeResults {
     /// GET /count while each holds its connections (bare's is a static answer), all rounds merged.
     pub count_headcount: Option<CountReport>,
     pub count_bare: Option<CountReport>,
-    /// p99 of each round, ms.
     pub count_rounds_p99_headcount: Vec<f64>,
     pub count_rounds_p99_bare: Vec<f64>,
-    /// Closed-loop churn rounds.
     pub churn_headcount: Vec<ChurnReport>,
     pub churn_bare: Vec<ChurnReport>,
 }
@@ -73,9 +71,7 @@ impl GossipReading {
 #[serde(default)]
 pub struct ClusterResults {
     pub nodes: usize,
-    /// X in milliseconds.
     pub interval_ms: f64,
-    /// Join/leave convergence.
     pub converge: Option<ConvergeReport>,
     /// Gossip with no topics at all, and while 10 topics churn (that churn too).
     pub gossip_idle: GossipReading,
@@ -102,9 +98,8 @@ pub struct ClusterResults {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ScaleResults {
-    /// Always `scale`.
     pub mode: String,
-    /// UTC start time, `YYYY-MM-DD HH:MM UTC`.
+    /// `YYYY-MM-DD HH:MM UTC`.
     pub started: String,
     pub wall_secs: f64,
     pub machine: Option<Machine>,
@@ -112,7 +107,6 @@ pub struct ScaleResults {
     pub nodes: usize,
     pub procs: usize,
     pub sources: usize,
-    /// X, milliseconds.
     pub interval_ms: f64,
     /// Connections asked for and held.
     pub requested: u64,
@@ -129,7 +123,6 @@ pub struct ScaleResults {
     /// Node VmRSS before the joins and with everything held, KiB.
     pub rss_before_kib: Vec<u64>,
     pub rss_held_kib: Vec<u64>,
-    /// Gossip of the idle cluster.
     pub gossip_idle: GossipReading,
     /// From agreement until gossip was back near its idle rate, seconds.
     pub quiet_tail_secs: Option<f64>,
@@ -139,9 +132,7 @@ pub struct ScaleResults {
     pub release_secs: f64,
     /// From the start of the release to every total at 0, ms.
     pub release_agree_ms: Option<f64>,
-    /// Each load process's report.
     pub holds: Vec<HoldReport>,
-    /// Correctness problems seen.
     pub problems: Vec<String>,
 }
 

@@ -2,8 +2,7 @@
 
 use crate::measure::stats::LatencySummary;
 
-/// A Markdown table: a header row, its rule, then rows. An empty cell is
-/// written `| |`.
+/// A Markdown table: a header row, its rule, then rows; an empty cell is `| |`.
 pub struct Table(String);
 
 impl Table {
@@ -19,9 +18,7 @@ impl Table {
     /// Adds a row.
     pub fn row(&mut self, cells: &[&str]) {
         for cell in cells {
-            self.0 += if cell.is_empty() { "|" } else { "| " };
-            self.0 += cell;
-            self.0 += " ";
+            self.0 += &if cell.is_empty() { "| ".into() } else { format!("| {cell} ") };
         }
         self.0 += "|\n";
     }
@@ -36,14 +33,10 @@ impl Table {
 pub fn thousands(n: f64) -> String {
     let whole = n.round() as i64;
     let digits = whole.unsigned_abs().to_string();
-    let mut out = if whole < 0 { "-".to_owned() } else { String::new() };
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
+    let groups: Vec<&str> =
+        (0..digits.len()).rev().step_by(3).map(|end| &digits[end.saturating_sub(2)..=end]).collect();
+    let sign = if whole < 0 { "-" } else { "" };
+    format!("{sign}{}", groups.into_iter().rev().collect::<Vec<_>>().join(","))
 }
 
 /// Bytes as `1.23 KiB`.
@@ -66,7 +59,7 @@ pub fn p50_p99(s: &LatencySummary) -> String {
     format!("{:.1} / {:.1} ms", s.p50_ms, s.p99_ms)
 }
 
-/// Milliseconds without decimals, or `never` for a wait that did not end.
+/// Whole milliseconds, or `never` for a wait that did not end.
 pub fn ms_or_never(ms: Option<f64>) -> String {
     ms.map_or("never".into(), |ms| format!("{ms:.0} ms"))
 }
@@ -78,17 +71,11 @@ pub fn list(values: impl IntoIterator<Item = String>) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-
     #[test]
-    fn thousands_groups_digits() {
-        assert_eq!([thousands(0.0), thousands(999.4), thousands(100_000.0)], ["0", "999", "100,000"]);
-        assert_eq!(thousands(-1234.0), "-1,234");
-    }
-
-    #[test]
-    fn empty_cells_stay_narrow() {
-        let mut table = Table::new(&["a", "b", "c"]);
+    fn thousands_and_empty_cells() {
+        let grouped = [0.0, 999.4, 1234.0, 100_000.0, -1_234_567.0].map(super::thousands);
+        assert_eq!(grouped, ["0", "999", "1,234", "100,000", "-1,234,567"]);
+        let mut table = super::Table::new(&["a", "b", "c"]);
         table.row(&["1", "", "x y"]);
         assert_eq!(table.end(), "| a | b | c |\n| --- | --- | --- |\n| 1 | | x y |\n");
     }

@@ -97,8 +97,8 @@ pub fn mark(pass: Option<bool>) -> &'static str {
 pub fn median(values: &[f64]) -> Option<f64> {
     let mut sorted = values.to_vec();
     sorted.sort_by(f64::total_cmp);
-    let (n, middle) = (sorted.len(), sorted.get(sorted.len() / 2).copied());
-    if n % 2 == 1 { middle } else { Some((sorted.get(n.checked_sub(1)? / 2)? + middle?) / 2.0) }
+    let n = sorted.len();
+    (n > 0).then(|| (sorted[(n - 1) / 2] + sorted[n / 2]) / 2.0)
 }
 
 /// headcount/bare cycles-per-second ratio of each alternating churn round pair.

@@ -12,6 +12,7 @@ use std::{
 };
 
 use anyhow::{Context, anyhow, bail};
+use serde::de::DeserializeOwned;
 use tokio::{
     io::{AsyncBufReadExt, BufReader, Lines},
     process::{Child, ChildStdin, ChildStdout, Command},
@@ -27,13 +28,15 @@ use crate::{
     report::results::GossipReading,
 };
 
+/// The counter of full-state pulls a node made.
+pub const PULLS: &str = "headcount_cluster_pulls_total";
+
 /// A running server process; `name` is also its node name and its log's.
 pub struct Server {
     pub name: String,
     pub http: SocketAddr,
-    /// Gossip address (headcount only).
-    pub gossip: Option<SocketAddr>,
     pub pid: u32,
+    gossip: SocketAddr,
     child: Child,
 }
 
@@ -43,21 +46,20 @@ impl Server {
         procfs::rss_kib(self.pid).unwrap_or(0)
     }
 
-    /// Asks the process to stop (SIGTERM), then kills it after `grace`.
-    pub async fn stop(mut self, grace: Duration) {
+    /// Asks the process to stop (SIGTERM), then kills it after `grace`;
+    /// how it had exited before if it had (a crash).
+    pub async fn stop(mut self, grace: Duration) -> Option<String> {
+        let crashed = self.child.try_wait().ok().flatten().map(|status| status.to_string());
         let _ = Command::new("kill").arg("-TERM").arg(self.pid.to_string()).status().await;
         if tokio::time::timeout(grace, self.child.wait()).await.is_err() {
             let _ = self.child.kill().await;
         }
-    }
-
-    /// How the process exited, if it has (a crash, if we did not stop it).
-    pub fn exited(&mut self) -> Option<String> {
-        self.child.try_wait().ok().flatten().map(|status| status.to_string())
+        crashed
     }
 }
 
-/// A `hold` child process: `ready` once connected, `release` when stdin closes.
+/// A `hold` child process: a `ready` line once connected, its report once
+/// released (stdin closed).
 pub struct Holder {
     child: Child,
     stdin: Option<ChildStdin>,
@@ -65,19 +67,21 @@ pub struct Holder {
 }
 
 impl Holder {
+    async fn next<T: DeserializeOwned>(&mut self, timeout: Duration) -> anyhow::Result<T> {
+        let line = async {
+            while let Some(line) = self.lines.next_line().await? {
+                if let Ok(value) = serde_json::from_str(&line) {
+                    return Ok(value);
+                }
+            }
+            Err(anyhow!("hold process ended early"))
+        };
+        tokio::time::timeout(timeout, line).await.map_err(|_| anyhow!("hold process silent for {timeout:?}"))?
+    }
+
     /// Waits for the `ready` line.
     pub async fn ready(&mut self, timeout: Duration) -> anyhow::Result<Ready> {
-        let deadline = (Instant::now() + timeout).into();
-        loop {
-            let line = tokio::time::timeout_at(deadline, self.lines.next_line()).await;
-            let line = line.map_err(|_| anyhow!("hold process not ready after {timeout:?}"))??;
-            let line = line.ok_or_else(|| anyhow!("hold process exited before it was ready"))?;
-            if let Ok(ready) = serde_json::from_str::<Ready>(&line)
-                && ready.event == "ready"
-            {
-                return Ok(ready);
-            }
-        }
+        self.next(timeout).await
     }
 
     /// Closes its stdin: the process starts closing its connections.
@@ -88,17 +92,9 @@ impl Holder {
     /// Releases (if not started yet) and reads the process's report.
     pub async fn release(mut self, timeout: Duration) -> anyhow::Result<HoldReport> {
         self.start_release();
-        let report = tokio::time::timeout(timeout, async {
-            while let Some(line) = self.lines.next_line().await? {
-                if let Ok(report) = serde_json::from_str::<HoldReport>(&line) {
-                    return Ok(report);
-                }
-            }
-            Err(anyhow!("hold process ended without a report"))
-        });
-        let report = report.await.map_err(|_| anyhow!("hold process did not report within {timeout:?}"))??;
+        let report = self.next(timeout).await;
         let _ = tokio::time::timeout(Duration::from_secs(5), self.child.wait()).await;
-        Ok(report)
+        report
     }
 }
 
@@ -106,10 +102,9 @@ impl Holder {
 /// client for the nodes' API.
 pub struct Lab {
     pub dir: PathBuf,
-    load: PathBuf,
-    bare: PathBuf,
-    headcount: PathBuf,
     pub api: Api,
+    bin: PathBuf,
+    headcount: PathBuf,
 }
 
 impl Lab {
@@ -117,67 +112,60 @@ impl Lab {
     pub fn new(headcount: Option<PathBuf>) -> anyhow::Result<Self> {
         let load = std::env::current_exe().context("own executable")?;
         let bin = load.parent().ok_or_else(|| anyhow!("executable has no directory"))?.to_path_buf();
-        let (headcount, bare) = (headcount.unwrap_or_else(|| bin.join("headcount")), bin.join("headcount-bare"));
-        for binary in [&headcount, &bare] {
+        let headcount = headcount.unwrap_or_else(|| bin.join("headcount"));
+        for binary in [&headcount, &bin.join("headcount-bare")] {
             if !binary.exists() {
-                let build = "build with `cargo build --release -p headcount -p headcount-load`";
-                bail!("{} not found: {build}", binary.display());
+                bail!("{} not found: cargo build --release -p headcount -p headcount-load", binary.display());
             }
         }
         let dir = bin.parent().map_or_else(|| bin.clone(), Path::to_path_buf).join("loadtest");
         std::fs::create_dir_all(dir.join("logs"))?;
-        Ok(Self { dir, load, bare, headcount, api: Api::new(Duration::from_secs(10), usize::MAX)? })
+        Ok(Self { dir, api: Api::new(Duration::from_secs(10), usize::MAX)?, bin, headcount })
     }
 
-    fn log(&self, name: &str) -> anyhow::Result<Stdio> {
-        Ok(std::fs::File::create(self.dir.join("logs").join(format!("{name}.log")))?.into())
+    fn command(&self, program: &Path, args: &[String], name: &str) -> anyhow::Result<Command> {
+        let log = |suffix| std::fs::File::create(self.dir.join("logs").join(format!("{name}{suffix}.log")));
+        let mut command = Command::new(program);
+        command.args(args).stdin(Stdio::null()).stdout(log("")?).stderr(log(".err")?).kill_on_drop(true);
+        Ok(command)
     }
 
-    /// Starts a headcount node gossiping every `interval`, joining `seed` if given.
-    pub fn headcount(&self, name: &str, interval: Duration, seed: Option<SocketAddr>) -> anyhow::Result<Server> {
-        let (http, grpc, gossip) = (free_tcp()?, free_tcp()?, UdpSocket::bind("127.0.0.1:0")?.local_addr()?);
-        let mut command = Command::new(&self.headcount);
-        for (flag, addr) in
-            [("--http", Some(http)), ("--grpc", Some(grpc)), ("--gossip", Some(gossip)), ("--seeds", seed)]
-        {
-            command.args(addr.map(|addr| [flag.to_owned(), addr.to_string()]).into_iter().flatten());
-        }
-        command.args(["--node-name", name, "--max-connections-per-ip", "1000000"]);
-        command.arg("--gossip-interval").arg(format!("{}ms", interval.as_millis()));
-        self.spawn(command, name, http, Some(gossip))
-    }
-
-    /// Starts a bare baseline server.
-    pub fn bare(&self, name: &str) -> anyhow::Result<Server> {
-        let http = free_tcp()?;
-        let mut command = Command::new(&self.bare);
-        command.arg("--http").arg(http.to_string());
-        self.spawn(command, name, http, None)
-    }
-
-    fn spawn(
-        &self,
-        mut command: Command,
-        name: &str,
-        http: SocketAddr,
-        gossip: Option<SocketAddr>,
-    ) -> anyhow::Result<Server> {
-        command.stdin(Stdio::null()).stdout(self.log(name)?).stderr(self.log(&format!("{name}.err"))?);
-        let child = command.kill_on_drop(true).spawn().with_context(|| format!("starting {name}"))?;
+    /// Starts a headcount node gossiping every `interval` (or, with no
+    /// `interval`, the bare baseline server), joining `seed` if given.
+    pub fn server(&self, name: &str, interval: Option<Duration>, seed: Option<&Server>) -> anyhow::Result<Server> {
+        let free = || Ok::<_, std::io::Error>(TcpListener::bind("127.0.0.1:0")?.local_addr()?.to_string());
+        let (http, grpc, gossip) = (free()?, free()?, UdpSocket::bind("127.0.0.1:0")?.local_addr()?);
+        let mut args = vec!["--http".into(), http.clone()];
+        let program = match interval {
+            None => self.bin.join("headcount-bare"),
+            Some(interval) => {
+                let interval = format!("{}ms", interval.as_millis());
+                let flags =
+                    ["--grpc", &grpc, "--gossip", &gossip.to_string(), "--node-name", name, "--gossip-interval"];
+                args.extend(
+                    flags.into_iter().chain([&*interval, "--max-connections-per-ip", "1000000"]).map(Into::into),
+                );
+                args.extend(seed.map(|seed| ["--seeds".into(), seed.gossip.to_string()]).into_iter().flatten());
+                self.headcount.clone()
+            }
+        };
+        let child = self.command(&program, &args, name)?.spawn().with_context(|| format!("starting {name}"))?;
         let pid = child.id().ok_or_else(|| anyhow!("{name} exited at once"))?;
-        Ok(Server { name: name.into(), http, gossip, pid, child })
+        Ok(Server { name: name.into(), http: http.parse()?, pid, gossip, child })
     }
 
-    /// Waits until `/healthz` answers on every server (20 s at most).
-    pub async fn wait_healthy(&self, servers: &mut [Server]) -> anyhow::Result<()> {
-        let deadline = Instant::now() + Duration::from_secs(20);
+    /// Waits (30 s at most) until every server answers `/healthz` and, with
+    /// `members` above 1, sees that many cluster members alive.
+    pub async fn wait_up(&self, servers: &mut [Server], members: usize) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(30);
         for server in servers {
-            while !self.api.healthy(server.http).await {
-                if let Some(status) = server.exited() {
+            let alive = |node| async move { self.api.alive_members(node).await.unwrap_or(0) };
+            while !self.api.healthy(server.http).await || (members > 1 && alive(server.http).await < members) {
+                if let Ok(Some(status)) = server.child.try_wait() {
                     bail!("{} exited ({status}); see {}", server.name, self.dir.join("logs").display());
                 }
                 if Instant::now() > deadline {
-                    bail!("{} not healthy after 20 s", server.name);
+                    bail!("{} not up with {members} members alive after 30 s", server.name);
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
@@ -185,32 +173,23 @@ impl Lab {
         Ok(())
     }
 
-    /// Starts `n` nodes that join the first one and waits until each sees all
-    /// `n` alive.
+    /// Starts `n` nodes named `tag-n0…` that join the first one, and waits
+    /// until each sees all `n` alive.
     pub async fn cluster(&self, tag: &str, n: usize, interval: Duration) -> anyhow::Result<Vec<Server>> {
-        let mut nodes = vec![self.headcount(&format!("{tag}-n0"), interval, None)?];
+        let mut nodes = vec![self.server(&format!("{tag}-n0"), Some(interval), None)?];
         for i in 1..n {
-            nodes.push(self.headcount(&format!("{tag}-n{i}"), interval, nodes[0].gossip)?);
+            nodes.push(self.server(&format!("{tag}-n{i}"), Some(interval), nodes.first())?);
         }
-        self.wait_healthy(&mut nodes).await?;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        for node in &nodes {
-            while self.api.alive_members(node.http).await.unwrap_or(0) < n {
-                if Instant::now() > deadline {
-                    bail!("{} does not see {n} alive members after 30s", node.name);
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
+        self.wait_up(&mut nodes, n).await?;
         Ok(nodes)
     }
 
     /// Starts a `hold` process with these flags (and `--wait-stdin`).
     pub fn holder(&self, name: &str, flags: &HoldArgs) -> anyhow::Result<Holder> {
-        let mut command = Command::new(&self.load);
-        command.arg("hold").args(argv(&HoldArgs { wait_stdin: true, ..flags.clone() })?);
-        command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(self.log(name)?);
-        let mut child = command.kill_on_drop(true).spawn().with_context(|| format!("starting {name}"))?;
+        let args = [vec!["hold".into()], argv(&HoldArgs { wait_stdin: true, ..flags.clone() })?].concat();
+        let mut command = self.command(&std::env::current_exe()?, &args, name)?;
+        let mut child =
+            command.stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().with_context(|| format!("starting {name}"))?;
         let stdout = child.stdout.take().ok_or_else(|| anyhow!("{name}: no stdout"))?;
         Ok(Holder { stdin: child.stdin.take(), child, lines: BufReader::new(stdout).lines() })
     }
@@ -250,11 +229,12 @@ impl Lab {
         totals.join(", ")
     }
 
-    /// Each of the counters `names` on every node (NaN where unreadable).
-    pub async fn counters<const N: usize>(&self, nodes: &[SocketAddr], names: [&str; N]) -> Vec<[f64; N]> {
+    /// The counters `names` on every node (NaN where unreadable), each with
+    /// when it was read.
+    pub async fn counters<const N: usize>(&self, nodes: &[SocketAddr], names: [&str; N]) -> Vec<(Instant, [f64; N])> {
         let mut values = Vec::new();
         for &node in nodes {
-            values.push(self.api.metrics(node, names).await.unwrap_or([f64::NAN; N]));
+            values.push((Instant::now(), self.api.metrics(node, names).await.unwrap_or([f64::NAN; N])));
         }
         values
     }
@@ -262,14 +242,11 @@ impl Lab {
     /// Reads gossip counters on every node over `window`.
     pub async fn gossip(&self, nodes: &[SocketAddr], window: Duration) -> GossipReading {
         let names = ["headcount_gossip_sent_bytes_total", "headcount_gossip_received_bytes_total", PULLS];
-        let mut before = Vec::new();
-        for &node in nodes {
-            before.push((Instant::now(), self.api.metrics(node, names).await.unwrap_or([f64::NAN; 3])));
-        }
+        let before = self.counters(nodes, names).await;
         tokio::time::sleep(window).await;
         let mut reading = GossipReading::default();
         for (&node, (at, [sent, received, pulls])) in nodes.iter().zip(before) {
-            let after = self.api.metrics(node, names).await.unwrap_or([f64::NAN; 3]);
+            let Some((_, after)) = self.counters(&[node], names).await.pop() else { continue };
             let secs = at.elapsed().as_secs_f64();
             reading.sent_bps.push((after[0] - sent) / secs);
             reading.received_bps.push((after[1] - received) / secs);
@@ -284,8 +261,7 @@ impl Lab {
     /// after a change and that tail is not the steady state; how long it
     /// lasts is returned (`None` if it had not ended after `max_wait`).
     pub async fn wait_quiet(&self, nodes: &[SocketAddr], idle: &GossipReading, max_wait: Duration) -> Option<Duration> {
-        let limit = idle.max_sent() * 1.5 + 200.0;
-        let started = Instant::now();
+        let (limit, started) = (idle.max_sent() * 1.5 + 200.0, Instant::now());
         while started.elapsed() < max_wait {
             if self.gossip(nodes, Duration::from_secs(1)).await.sent_bps.iter().all(|&bps| bps <= limit) {
                 return Some(started.elapsed());
@@ -293,11 +269,4 @@ impl Lab {
         }
         None
     }
-}
-
-/// The counter of full-state pulls a node made.
-pub const PULLS: &str = "headcount_cluster_pulls_total";
-
-fn free_tcp() -> anyhow::Result<SocketAddr> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?)
 }

@@ -19,10 +19,10 @@ use clap::Args;
 use crate::{
     measure::{
         churn::ChurnArgs,
-        hold::{HoldArgs, HoldReport},
+        hold::HoldArgs,
         topics::{NetArgs, TopicArgs},
     },
-    report::{self, Section, results::GossipReading},
+    report::{self, Section, results::ScaleResults},
 };
 use lab::{Lab, PULLS, Server};
 
@@ -114,46 +114,24 @@ pub async fn check_totals(lab: &Lab, nodes: &[SocketAddr], want: u64, when: &str
     }
 }
 
-/// What a cluster showed while connections were held and nothing changed
-/// (as the fields of `ScaleResults` of the same names).
-#[derive(Debug, Default)]
-pub struct Quiet {
-    pub held: u64,
-    pub connect_secs: f64,
-    pub agree_ms: Option<f64>,
-    pub agree_each_ms: Vec<Option<f64>>,
-    pub pulls_each: Vec<f64>,
-    pub rss_held_kib: Vec<u64>,
-    pub tail_secs: Option<f64>,
-    pub gossip: GossipReading,
-    pub release_secs: f64,
-    pub release_agree_ms: Option<f64>,
-    pub holds: Vec<HoldReport>,
-}
-
 /// How a quiet reading goes: on which nodes (`tag` names them in messages),
-/// against which idle gossip the tail is judged, the longest `wait` for
-/// agreement, the tail and every total at 0, the pause between agreement
-/// and the memory reading (counted in the tail), and the gossip window.
+/// the longest `wait` for agreement, the gossip tail and every total at 0,
+/// the pause between agreement and the memory reading (counted in the
+/// tail), and the gossip window.
 pub struct QuietPlan<'a> {
     pub tag: &'a str,
     pub nodes: &'a [Server],
-    pub idle: &'a GossipReading,
     pub wait: Duration,
     pub settle: Duration,
     pub window: Duration,
 }
 
-/// Starts `holds` as `hold` processes, waits for every node to agree on the
-/// total, reads memory, the gossip tail and steady gossip, releases
-/// everything and waits for every total to be 0; any product misbehaviour
-/// seen goes to `problems`.
-pub async fn quiet(
-    lab: &Lab,
-    plan: QuietPlan<'_>,
-    holds: &[HoldArgs],
-    problems: &mut Vec<String>,
-) -> anyhow::Result<Quiet> {
+/// The core of a scale run, also the suite's quiet reading: starts `holds`
+/// as `hold` processes, waits for every node to agree on the total, reads
+/// memory, the gossip tail (against `r.gossip_idle`) and steady gossip,
+/// releases everything and waits for every total to be 0. The figures go
+/// into `r`, any product misbehaviour into `r.problems`.
+pub async fn quiet(lab: &Lab, plan: QuietPlan<'_>, holds: &[HoldArgs], r: &mut ScaleResults) -> anyhow::Result<()> {
     let QuietPlan { tag, wait, .. } = plan;
     let https: Vec<SocketAddr> = plan.nodes.iter().map(|node| node.http).collect();
     let (pulls_before, connecting) = (lab.counters(&https, [PULLS]).await, Instant::now());
@@ -161,33 +139,29 @@ pub async fn quiet(
     for (i, flags) in holds.iter().enumerate() {
         holders.push(lab.holder(&format!("{tag}-hold-{i}"), flags)?);
     }
-    let mut quiet = Quiet::default();
     for holder in &mut holders {
         let ready = holder.ready(Duration::from_secs(300)).await?;
-        quiet.held += ready.held;
+        r.held += ready.held;
         if ready.failed > 0 {
-            problems.push(format!("{tag}: a load process had {} failed joins", ready.failed));
+            r.problems.push(format!("{tag}: a load process had {} failed joins", ready.failed));
         }
     }
-    quiet.connect_secs = connecting.elapsed().as_secs_f64();
-    say(tag, format_args!("{} held after {:.1} s; waiting for every node to agree", quiet.held, quiet.connect_secs));
-    let agreed = lab.wait_totals(&https, quiet.held, Duration::from_millis(10), wait).await;
-    quiet.agree_each_ms = agreed.iter().map(|took| slowest_ms(&[*took])).collect();
-    quiet.agree_ms = slowest_ms(&agreed);
+    r.connect_secs = connecting.elapsed().as_secs_f64();
+    say(tag, format_args!("{} held after {:.1} s; waiting for every node to agree", r.held, r.connect_secs));
+    let agreed = lab.wait_totals(&https, r.held, Duration::from_millis(10), wait).await;
+    (r.agree_each_ms, r.agree_ms) = (agreed.iter().map(|took| slowest_ms(&[*took])).collect(), slowest_ms(&agreed));
     let pulls_after = lab.counters(&https, [PULLS]).await;
-    quiet.pulls_each = pulls_after.iter().zip(&pulls_before).map(|([a], [b])| a - b).collect();
-    if quiet.agree_ms.is_none() {
+    r.pulls_each = pulls_after.iter().zip(&pulls_before).map(|((_, [a]), (_, [b]))| a - b).collect();
+    if r.agree_ms.is_none() {
         let seen = lab.totals(&https).await;
-        problems
-            .push(format!("{tag}: with {} held, node totals were [{seen}] {wait:?} after the last join", quiet.held));
+        r.problems.push(format!("{tag}: with {} held, node totals were [{seen}] {wait:?} after the last join", r.held));
     }
     tokio::time::sleep(plan.settle).await;
-    quiet.rss_held_kib = plan.nodes.iter().map(Server::rss_kib).collect();
-    let tail = lab.wait_quiet(&https, plan.idle, wait).await;
-    quiet.tail_secs = tail.map(|took| (took + plan.settle).as_secs_f64());
-    quiet.gossip = lab.gossip(&https, plan.window).await;
-    let (agree, each, max) = (quiet.agree_ms, &quiet.agree_each_ms, quiet.gossip.max_sent());
-    let tail = quiet.tail_secs;
+    r.rss_held_kib = plan.nodes.iter().map(Server::rss_kib).collect();
+    let tail = lab.wait_quiet(&https, &r.gossip_idle, wait).await;
+    r.quiet_tail_secs = tail.map(|took| (took + plan.settle).as_secs_f64());
+    r.gossip_steady = lab.gossip(&https, plan.window).await;
+    let (agree, each, tail, max) = (r.agree_ms, &r.agree_each_ms, r.quiet_tail_secs, r.gossip_steady.max_sent());
     say(tag, format_args!("agreed in {agree:?} ms ({each:?}), gossip tail {tail:?} s, then {max:.0} B/s per node"));
 
     holders.iter_mut().for_each(lab::Holder::start_release);
@@ -197,15 +171,16 @@ pub async fn quiet(
         let report = report?;
         if report.dropped_while_held > 0 {
             let (dropped, held) = (report.dropped_while_held, report.held);
-            problems.push(format!("{tag}: nodes closed {dropped} of {held} connections of a load process while held"));
+            r.problems
+                .push(format!("{tag}: nodes closed {dropped} of {held} connections of a load process while held"));
         }
-        quiet.release_secs = quiet.release_secs.max(report.release_secs);
-        quiet.holds.push(report);
+        r.release_secs = r.release_secs.max(report.release_secs);
+        r.holds.push(report);
     }
-    quiet.release_agree_ms = slowest_ms(&zero);
-    if quiet.release_agree_ms.is_none() {
+    r.release_agree_ms = slowest_ms(&zero);
+    if r.release_agree_ms.is_none() {
         let seen = lab.totals(&https).await;
-        problems.push(format!("{tag}: node totals were [{seen}], not 0, {wait:?} after the release started"));
+        r.problems.push(format!("{tag}: node totals were [{seen}], not 0, {wait:?} after the release started"));
     }
-    Ok(quiet)
+    Ok(())
 }

@@ -84,20 +84,21 @@ pub async fn run(args: ScaleArgs) -> anyhow::Result<ScaleResults> {
         let topics = TopicArgs::uniform(format!("scale/p{p}/"), count);
         holds.push(hold_flags(&[https[p % https.len()]], &from, count, topics, &[])?);
     }
-    let (idle, wait, settle) = (&r.gossip_idle, Duration::from_secs(60), args.interval * 2);
-    let plan = QuietPlan { tag: "scale", nodes: &nodes, idle, wait, settle, window: args.window };
-    let quiet = quiet(&lab, plan, &holds, &mut r.problems).await?;
-    (r.held, r.connect_secs, r.agree_ms) = (quiet.held, quiet.connect_secs, quiet.agree_ms);
-    (r.agree_each_ms, r.pulls_each, r.rss_held_kib) = (quiet.agree_each_ms, quiet.pulls_each, quiet.rss_held_kib);
-    (r.quiet_tail_secs, r.gossip_steady) = (quiet.tail_secs, quiet.gossip);
-    (r.release_secs, r.release_agree_ms, r.holds) = (quiet.release_secs, quiet.release_agree_ms, quiet.holds);
+    let plan = QuietPlan {
+        tag: "scale",
+        nodes: &nodes,
+        wait: Duration::from_secs(60),
+        settle: args.interval * 2,
+        window: args.window,
+    };
+    quiet(&lab, plan, &holds, &mut r).await?;
     let worst = r.holds.iter().map(|h| h.first_frame).max_by(|a, b| a.p99_ms.total_cmp(&b.p99_ms));
     r.connect_worst = worst.unwrap_or_default();
-    for mut node in nodes {
-        if let Some(status) = node.exited() {
-            r.problems.push(format!("node {} exited during the run ({status})", node.name));
+    for node in nodes {
+        let name = node.name.clone();
+        if let Some(status) = node.stop(Duration::from_secs(15)).await {
+            r.problems.push(format!("node {name} exited during the run ({status})"));
         }
-        node.stop(Duration::from_secs(15)).await;
     }
     if let Some(machine) = &mut r.machine {
         machine.load_end = procfs::loadavg();

@@ -19,11 +19,11 @@ use crate::{
     measure::{
         Report, churn,
         converge::{self, ConvergeArgs},
-        count::{self, CountArgs},
+        count::{self, CountArgs, CountReport},
         procfs,
         topics::TopicArgs,
     },
-    report::results::{ClusterResults, SuiteResults},
+    report::results::{ClusterResults, ScaleResults, SuiteResults},
 };
 /// Flags of `suite`.
 #[derive(Debug, Clone, Args)]
@@ -109,8 +109,8 @@ async fn node_part(lab: &Lab, args: &SuiteArgs, results: &mut SuiteResults) -> a
     // (memory is read by each hold process on its own server), then the
     // GET /count rounds and the churn rounds alternate between them, so a
     // burst of someone else's work on the machine hits both sides alike.
-    let mut servers = [lab.bare("bare")?, lab.headcount("hc", Duration::from_secs(1), None)?];
-    lab.wait_healthy(&mut servers).await?;
+    let mut servers = [lab.server("bare", None, None)?, lab.server("hc", Some(Duration::from_secs(1)), None)?];
+    lab.wait_up(&mut servers, 1).await?;
     for server in &servers {
         // A short closed-loop churn so lazy allocations happen before any reading.
         let warm = TopicArgs::uniform("warm/", 16);
@@ -118,11 +118,10 @@ async fn node_part(lab: &Lab, args: &SuiteArgs, results: &mut SuiteResults) -> a
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     let (node, problems, hc) = (&mut results.node, &mut results.problems, [servers[1].http]);
-    let topics = TopicArgs::uniform("hold/", args.topics);
+    let (connections, topics) = (args.connections, TopicArgs::uniform("hold/", args.topics));
     let mut holders = Vec::new();
     for (server, from) in servers.iter().zip(["127.0.0.2-5", "127.0.0.6-9"]) {
-        say("suite", format_args!("{}: holding {} over {} topics", server.name, args.connections, args.topics));
-        let flags = hold_flags(&[server.http], from, args.connections, topics.clone(), &[server.pid])?;
+        let flags = hold_flags(&[server.http], from, connections, topics.clone(), &[server.pid])?;
         let mut holder = lab.holder(&format!("hold-{}", server.name), &flags)?;
         let ready = holder.ready(Duration::from_secs(120)).await?;
         say(
@@ -134,39 +133,38 @@ async fn node_part(lab: &Lab, args: &SuiteArgs, results: &mut SuiteResults) -> a
     let ready = &holders[1].1;
     check_totals(lab, &hc, ready.held, "single node, after holding", problems).await;
     if ready.failed > 0 {
-        problems
-            .push(format!("headcount refused or failed {} of {} joins on one node", ready.failed, args.connections));
+        problems.push(format!("headcount refused or failed {} of {connections} joins on one node", ready.failed));
     }
 
     let (mut counts, rounds) = ([Vec::new(), Vec::new()], args.count_rounds.max(1));
     for _ in 0..rounds {
         for (server, measured) in servers.iter().zip(&mut counts) {
-            let (targets, topics, rate) = (vec![server.http], topics.clone(), args.count_rate);
+            let (targets, topics, rate, connections) = (vec![server.http], topics.clone(), args.count_rate, 4);
             let (duration, warmup) = (args.count_duration.div_f64(rounds as f64), Duration::from_millis(500));
-            let round = count::run(CountArgs { targets, topics, rate, connections: 4, duration, warmup }).await?;
+            let round = count::run(CountArgs { targets, topics, rate, connections, duration, warmup }).await?;
             say("suite", format_args!("{}: {}", server.name, round.0.summary()));
             measured.push(round);
         }
     }
-    let p99s = |rounds: &[(count::CountReport, _)]| rounds.iter().map(|(r, _)| r.latency.p99_ms).collect();
+    let p99s = |rounds: &[(CountReport, _)]| rounds.iter().map(|(r, _)| r.latency.p99_ms).collect();
     let merged = |rounds| count::merge(rounds).map(|(report, _)| report);
     (node.count_bare, node.count_rounds_p99_bare) = (merged(&counts[0]), p99s(&counts[0]));
     (node.count_headcount, node.count_rounds_p99_headcount) = (merged(&counts[1]), p99s(&counts[1]));
 
-    let mut reports = Vec::new();
-    for ((holder, _), server) in holders.into_iter().zip(&servers) {
+    for ((holder, _), (server, hold)) in
+        holders.into_iter().zip(servers.iter().zip([&mut node.hold_bare, &mut node.hold_headcount]))
+    {
         let report = holder.release(Duration::from_secs(60)).await?;
         say("suite", format_args!("{}: {}", server.name, report.summary()));
-        reports.push(report);
+        *hold = Some(report);
     }
-    if let [bare, headcount] = &reports[..] {
-        if headcount.dropped_while_held > 0 {
-            let (dropped, held) = (headcount.dropped_while_held, headcount.held);
+    if let Some(report) = &node.hold_headcount {
+        if report.dropped_while_held > 0 {
+            let (dropped, held) = (report.dropped_while_held, report.held);
             problems.push(format!("headcount closed {dropped} of {held} held connections during the hold"));
         }
-        let when = format!("single node, after all {} connections closed", headcount.held);
-        check_totals(lab, &hc, 0, &when, problems).await;
-        (node.hold_bare, node.hold_headcount) = (Some(bare.clone()), Some(headcount.clone()));
+        check_totals(lab, &hc, 0, &format!("single node, after all {} connections closed", report.held), problems)
+            .await;
     }
 
     for round in 0..args.churn_rounds {
@@ -191,53 +189,52 @@ async fn cluster_part(
     lab: &Lab,
     args: &SuiteArgs,
     n: usize,
-    interval: Duration,
+    x: Duration,
     problems: &mut Vec<String>,
 ) -> anyhow::Result<ClusterResults> {
-    let tag = &format!("c{n}x{}", interval.as_millis());
-    say(tag, format_args!("cluster of {n} nodes, X = {interval:?}"));
-    let nodes = lab.cluster(tag, n, interval).await?;
+    let (tag, window) = (&format!("c{n}x{}", x.as_millis()), args.gossip_window);
+    say(tag, format_args!("cluster of {n} nodes, X = {x:?}"));
+    let nodes = lab.cluster(tag, n, x).await?;
     let https: Vec<SocketAddr> = nodes.iter().map(|node| node.http).collect();
-    let mut result = ClusterResults { nodes: n, interval_ms: interval.as_secs_f64() * 1000.0, ..Default::default() };
+    let mut result = ClusterResults { nodes: n, interval_ms: x.as_secs_f64() * 1000.0, ..Default::default() };
 
-    let (trials, poll, timeout) = (args.trials, Duration::from_millis(5), Duration::from_secs(10) + interval * 4);
-    let sources = "127.0.0.20-23".parse().map_err(anyhow::Error::msg)?;
-    let c =
-        converge::run(ConvergeArgs { nodes: https.clone(), sources, trials, concurrency: 8, interval, poll, timeout });
-    let c = c.await?;
+    let (nodes_, sources) = (https.clone(), "127.0.0.20-23".parse().map_err(anyhow::Error::msg)?);
+    let (trials, poll, timeout) = (args.trials, Duration::from_millis(5), Duration::from_secs(10) + x * 4);
+    let c = converge::run(ConvergeArgs { nodes: nodes_, sources, trials, concurrency: 8, interval: x, poll, timeout })
+        .await?;
     say(tag, c.summary());
     if c.join_failures + c.leave_failures + c.count_mismatches + c.first_frame_mismatches + c.anomalies > 0 {
         problems.push(format!("{tag}: {}", c.summary()));
     }
     result.converge = Some(c);
 
-    result.gossip_idle = lab.gossip(&https, args.gossip_window).await;
-    say(tag, format_args!("idle gossip {:.0} B/s per node (max)", result.gossip_idle.max_sent()));
-    let (topics, load, window) = (TopicArgs::uniform("busy/", 10), (args.busy_rate, 64), args.gossip_window);
-    let busy = churn_flags(&https, "127.0.0.24-27", topics, load, window + Duration::from_secs(2), &[])?;
+    result.gossip_idle = lab.gossip(&https, window).await;
+    let busy = TopicArgs::uniform("busy/", 10);
+    let busy = churn_flags(&https, "127.0.0.24-27", busy, (args.busy_rate, 64), window + Duration::from_secs(2), &[])?;
     let busy = tokio::spawn(churn::run(busy));
     tokio::time::sleep(Duration::from_secs(1)).await;
     result.gossip_busy = lab.gossip(&https, window).await;
     let busy = busy.await??;
-    say(tag, format_args!("busy gossip {:.0} B/s per node (max); {}", result.gossip_busy.max_sent(), busy.summary()));
+    let (idle, busy_bps) = (result.gossip_idle.max_sent(), result.gossip_busy.max_sent());
+    say(tag, format_args!("gossip {idle:.0} B/s per node idle, {busy_bps:.0} busy (max); {}", busy.summary()));
     result.busy_churn = Some(busy);
     check_totals(lab, &https, 0, &format!("{tag}: after the busy churn"), problems).await;
 
-    let (topics, idle, wait) =
-        (TopicArgs::uniform("quiet/", args.quiet_topics), &result.gossip_idle, Duration::from_secs(30));
+    let topics = TopicArgs::uniform("quiet/", args.quiet_topics);
     let holds = [hold_flags(&https, "127.0.0.30-33", args.quiet_topics, topics, &[])?];
-    let plan = QuietPlan { tag, nodes: &nodes, idle, wait, settle: Duration::ZERO, window };
-    let quiet = quiet(lab, plan, &holds, problems).await?;
-    (result.quiet_topics, result.quiet_agree_ms, result.quiet_agree_each_ms) =
-        (quiet.held, quiet.agree_ms, quiet.agree_each_ms);
+    let mut q = ScaleResults { gossip_idle: result.gossip_idle.clone(), ..Default::default() };
+    let plan = QuietPlan { tag, nodes: &nodes, wait: Duration::from_secs(30), settle: Duration::ZERO, window };
+    quiet(lab, plan, &holds, &mut q).await?;
+    (result.quiet_topics, result.quiet_agree_ms, result.quiet_agree_each_ms) = (q.held, q.agree_ms, q.agree_each_ms);
     (result.quiet_pulls_each, result.quiet_tail_secs, result.gossip_quiet) =
-        (quiet.pulls_each, quiet.tail_secs, quiet.gossip);
-    (result.quiet_release_secs, result.quiet_release_agree_ms) = (quiet.release_secs, quiet.release_agree_ms);
-    for mut node in nodes {
-        if let Some(status) = node.exited() {
-            problems.push(format!("{tag}: node {} exited during the run ({status})", node.name));
+        (q.pulls_each, q.quiet_tail_secs, q.gossip_steady);
+    (result.quiet_release_secs, result.quiet_release_agree_ms) = (q.release_secs, q.release_agree_ms);
+    problems.extend(q.problems);
+    for node in nodes {
+        let name = node.name.clone();
+        if let Some(status) = node.stop(Duration::from_secs(10)).await {
+            problems.push(format!("{tag}: node {name} exited during the run ({status})"));
         }
-        node.stop(Duration::from_secs(10)).await;
     }
     Ok(result)
 }
