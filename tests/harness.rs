@@ -335,3 +335,60 @@ impl Drop for GossipLink {
 pub async fn send_text(socket: &mut Ws, payload: String) -> Result<(), tokio_tungstenite::tungstenite::Error> {
     socket.send(Message::Text(payload.into())).await
 }
+
+/// HTML pages of another origin (another loopback port than any node's),
+/// served as given over plain HTTP/1.1: the sites that embed `/hc.js` in
+/// browser tests. Unknown paths get 404. Stops when dropped.
+pub struct PageServer {
+    origin: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl PageServer {
+    /// Serves `pages` (`(path, html)`) on an ephemeral port.
+    pub async fn start(pages: Vec<(&'static str, String)>) -> Self {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind the page server");
+        let origin = format!("http://{}", listener.local_addr().expect("page server address"));
+        let pages: Arc<std::collections::HashMap<&str, String>> = Arc::new(pages.into_iter().collect());
+        let task = tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let pages = Arc::clone(&pages);
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match stream.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let head = String::from_utf8_lossy(&head);
+                    let path = head.split(' ').nth(1).unwrap_or("/");
+                    let (status, body) = pages
+                        .get(path)
+                        .map_or(("404 Not Found", ""), |page| ("200 OK", page.as_str()));
+                    let response = format!(
+                        "HTTP/1.1 {status}\r\nContent-Type: text/html; charset=utf-8\r\n\
+                         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = stream.write_all(response.as_bytes()).await;
+                    let _ = stream.shutdown().await;
+                });
+            }
+        });
+        Self { origin, task }
+    }
+
+    /// The full URL of `path` on this server.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.origin)
+    }
+}
+
+impl Drop for PageServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
