@@ -3,13 +3,17 @@
 //! after connection, gRPC watch floods, malformed topics. Each test is a
 //! finding of the exposure review, reproduced against a real node on
 //! loopback; the node must cut the client off, refuse it, or answer 400, and
-//! keep serving everyone else.
+//! keep serving everyone else. Last, what `--admin-token` closes and what
+//! it leaves open.
 
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use headcount_proto::v1::{WatchCountRequest, counter_client::CounterClient};
-use headcount_server::{HttpTimings, accept_cap};
+use headcount_proto::v1::{
+    ListMembersRequest, ListTopicsRequest, WatchCountRequest, cluster_client::ClusterClient,
+    counter_client::CounterClient,
+};
+use headcount_server::{AdminToken, HttpTimings, accept_cap};
 use headcount_tests::{TestNode, get_json, test_config, ws_connect};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -195,4 +199,87 @@ async fn malformed_percent_escapes_are_refused_as_invalid_topics() {
     assert!(refused.to_string().contains("400"), "{refused}");
     let (_, counts) = node.get("/counts").await;
     assert_eq!(counts["total"], 0, "the literal topic was never counted: {counts}");
+}
+
+const TOKEN: &str = "an-admin-token-for-tests";
+
+async fn get_with(node: &TestNode, path: &str, token: Option<&str>) -> (u16, String) {
+    let mut request = reqwest::Client::new().get(format!("http://{}{path}", node.http));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.expect("request");
+    let status = response.status().as_u16();
+    (status, response.text().await.unwrap_or_default())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_an_admin_token_only_a_page_s_own_count_stays_open() {
+    let node = node_with(|config| {
+        config.admin_token = Some(AdminToken::new(TOKEN).expect("valid token"));
+        config.public_prefixes = vec!["shared.example/".into()];
+    })
+    .await;
+    for path in [
+        "/counts",
+        "/cluster",
+        "/metrics",
+        "/counts?prefix=private.example/",
+        "/live/cluster",
+    ] {
+        assert_eq!(get_with(&node, path, None).await.0, 401, "{path} without the token");
+        assert_eq!(
+            get_with(&node, path, Some("wrong-token-wrong-token")).await.0,
+            401,
+            "{path}"
+        );
+    }
+    for path in ["/counts", "/cluster", "/metrics"] {
+        assert_eq!(get_with(&node, path, Some(TOKEN)).await.0, 200, "{path} with the token");
+    }
+    let (status, page) = get_with(&node, "/", None).await;
+    assert_eq!(status, 401, "the dashboard asks for the token");
+    assert!(page.contains("token-form"), "and carries the form that asks for it");
+    assert_eq!(get_with(&node, "/", Some(TOKEN)).await.0, 200);
+    for path in ["/counts?prefix=shared.example/", "/counts?prefix=shared.example/blog/"] {
+        assert_eq!(get_with(&node, path, None).await.0, 200, "{path}: a public prefix");
+    }
+    for path in ["/count/news", "/hc.js", "/healthz", "/readyz", "/dashboard.js"] {
+        assert_eq!(get_with(&node, path, None).await.0, 200, "{path} is always open");
+    }
+    ws_connect(node.http, "/ws/news")
+        .await
+        .expect("websockets are always open");
+
+    let mut client = counter(&node).await;
+    let open = client
+        .get_count(headcount_proto::v1::GetCountRequest { topic: "news".into() })
+        .await;
+    assert!(open.is_ok(), "GetCount is open: {open:?}");
+    let listing = |prefix: &str, token: Option<&str>| {
+        let mut request = tonic::Request::new(ListTopicsRequest {
+            prefix: prefix.into(),
+            limit: 10,
+        });
+        if let Some(token) = token {
+            let value = format!("Bearer {token}").parse().expect("ascii");
+            request.metadata_mut().insert("authorization", value);
+        }
+        request
+    };
+    let refused = client
+        .list_topics(listing("", None))
+        .await
+        .expect_err("needs the token");
+    assert_eq!(refused.code(), Code::Unauthenticated);
+    assert!(client.list_topics(listing("", Some(TOKEN))).await.is_ok());
+    assert!(client.list_topics(listing("shared.example/", None)).await.is_ok());
+    let mut members = ClusterClient::connect(format!("http://{}", node.grpc))
+        .await
+        .expect("connects");
+    let refused = members
+        .list_members(ListMembersRequest {})
+        .await
+        .expect_err("needs the token");
+    assert_eq!(refused.code(), Code::Unauthenticated);
 }

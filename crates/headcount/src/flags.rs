@@ -78,6 +78,30 @@ pub struct Flags {
     #[arg(long, env = "HEADCOUNT_CLUSTER_SECRET_FILE", value_name = "PATH")]
     pub cluster_secret_file: Option<PathBuf>,
 
+    /// Token that the dashboard, listings, stats, /cluster, /metrics and gRPC admin calls need
+    /// (Authorization: Bearer TOKEN) [default: none, all open].
+    #[arg(
+        long,
+        env = "HEADCOUNT_ADMIN_TOKEN",
+        hide_env_values = true,
+        conflicts_with = "admin_token_file",
+        value_name = "TOKEN"
+    )]
+    pub admin_token: Option<String>,
+
+    /// File holding the admin token (trailing newline ignored).
+    #[arg(long, env = "HEADCOUNT_ADMIN_TOKEN_FILE", value_name = "PATH")]
+    pub admin_token_file: Option<PathBuf>,
+
+    /// Comma-separated topic prefixes whose listings and stats stay open with --admin-token.
+    #[arg(
+        long,
+        env = "HEADCOUNT_PUBLIC_PREFIXES",
+        value_delimiter = ',',
+        value_name = "PREFIX,..."
+    )]
+    pub public_prefixes: Vec<String>,
+
     /// Websocket connections this node accepts.
     #[arg(long, env = "HEADCOUNT_MAX_CONNECTIONS", allow_negative_numbers = true, default_value_t = default_count(DEFAULTS.max_connections), value_parser = clap::value_parser!(u64).range(1..=100_000_000), value_name = "N")]
     pub max_connections: u64,

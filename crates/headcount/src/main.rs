@@ -7,7 +7,7 @@ use std::{io::IsTerminal, net::SocketAddr, process::ExitCode, time::Duration};
 
 use anyhow::{Context, anyhow};
 use clap::{CommandFactory, FromArgMatches, parser::ValueSource};
-use headcount_server::{ClusterSecret, Listeners, Node, NodeConfig};
+use headcount_server::{AdminToken, ClusterSecret, Listeners, Node, NodeConfig};
 use tokio::net::{TcpListener, TcpSocket, UdpSocket};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -35,11 +35,12 @@ fn main() -> ExitCode {
         }
     };
     init_logging(flags.log_format);
-    if matches.value_source("cluster_secret") == Some(ValueSource::CommandLine) {
-        warn!(
-            "--cluster-secret on the command line is visible to every local user; \
-             use --cluster-secret-file or HEADCOUNT_CLUSTER_SECRET"
-        );
+    for (flag, id) in [("--cluster-secret", "cluster_secret"), ("--admin-token", "admin_token")] {
+        if matches.value_source(id) == Some(ValueSource::CommandLine) {
+            warn!(
+                "{flag} on the command line is visible to every local user; use {flag}-file or its environment variable"
+            );
+        }
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
@@ -123,6 +124,13 @@ async fn node_config(flags: &Flags) -> anyhow::Result<NodeConfig> {
         config.shards = usize::from(shards);
     }
     config.cluster_secret = cluster_secret(flags)?;
+    config.admin_token = admin_token(flags)?;
+    config.public_prefixes = flags
+        .public_prefixes
+        .iter()
+        .map(|prefix| prefix.trim().to_owned())
+        .filter(|prefix| !prefix.is_empty())
+        .collect();
     config.max_connections = usize::try_from(flags.max_connections)?;
     config.max_connections_per_ip = flags.max_connections_per_ip;
     config.max_topics = usize::try_from(flags.max_topics)?;
@@ -177,6 +185,20 @@ fn cluster_secret(flags: &Flags) -> anyhow::Result<Option<ClusterSecret>> {
     Ok(Some(secret))
 }
 
+/// The token from `--admin-token` or `--admin-token-file`, checked.
+fn admin_token(flags: &Flags) -> anyhow::Result<Option<AdminToken>> {
+    let (flag, token) = match (&flags.admin_token, &flags.admin_token_file) {
+        (Some(token), _) => ("--admin-token", token.clone()),
+        (None, Some(path)) => (
+            "--admin-token-file",
+            std::fs::read_to_string(path).with_context(|| format!("--admin-token-file {}", path.display()))?,
+        ),
+        (None, None) => return Ok(None),
+    };
+    let token = AdminToken::new(token.trim_end()).map_err(|error| anyhow!("{flag}: {error}"))?;
+    Ok(Some(token))
+}
+
 async fn wait_for_signal() -> anyhow::Result<()> {
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
@@ -190,6 +212,13 @@ async fn wait_for_signal() -> anyhow::Result<()> {
 mod tests {
     use super::*;
     use clap::Parser;
+
+    #[test]
+    fn a_weak_admin_token_is_refused_naming_its_flag() {
+        let flags = Flags::try_parse_from(["headcount", "--admin-token", "short"]).expect("parses");
+        let error = admin_token(&flags).expect_err("refused").to_string();
+        assert!(error.starts_with("--admin-token:"), "{error}");
+    }
 
     #[test]
     fn a_short_cluster_secret_is_refused_naming_its_flag() {

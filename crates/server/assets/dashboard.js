@@ -63,10 +63,36 @@
 
   // ------------------------------------------------------ server-sent events
 
-  // Headers sent with every stream request (the hook for a later bearer token).
+  // The admin token, when the node wants one: asked once, kept for this tab.
+  const TOKEN_KEY = "headcount-admin-token";
+  let tokenWaiters = [];
+
   function requestHeaders() {
-    return { Accept: "text/event-stream" };
+    const headers = { Accept: "text/event-stream" };
+    const token = sessionStorage.getItem(TOKEN_KEY);
+    if (token) headers.Authorization = `Bearer ${token}`;
+    return headers;
   }
+
+  // Shows the token form; resolves once a token was entered.
+  function askForToken() {
+    sessionStorage.removeItem(TOKEN_KEY);
+    $("token-form").hidden = false;
+    $("token-input").focus();
+    return new Promise((resolve) => tokenWaiters.push(resolve));
+  }
+
+  $("token-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const token = $("token-input").value.trim();
+    if (!token) return;
+    sessionStorage.setItem(TOKEN_KEY, token);
+    $("token-input").value = "";
+    $("token-form").hidden = true;
+    const waiting = tokenWaiters;
+    tokenWaiters = [];
+    waiting.forEach((resolve) => resolve());
+  });
 
   // Reads a text/event-stream body and calls onEvent({type, data}) for each event.
   // Lines are "field: value"; "event" names the event, "data" lines are joined with
@@ -113,6 +139,11 @@
       while (!signal.aborted) {
         try {
           const res = await fetch(path, { headers: requestHeaders(), cache: "no-store", signal });
+          if (res.status === 401) {
+            setStreamState(name, "reconnecting");
+            await askForToken();
+            continue;
+          }
           if (!res.ok || !res.body) throw new Error(`HTTP ${res.status}`);
           setStreamState(name, "live");
           let first = true;

@@ -6,19 +6,22 @@
 //! of its bytes), so browsers revalidate with a 304 instead of downloading it
 //! again. The sources are in `crates/server/assets/`, served as written.
 
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 
 use axum::{
+    extract::State,
     http::{
         HeaderMap, HeaderValue, StatusCode,
         header::{
             ACCEPT_ENCODING, CACHE_CONTROL, CONTENT_ENCODING, CONTENT_SECURITY_POLICY, CONTENT_TYPE, ETAG,
-            IF_NONE_MATCH, VARY, X_CONTENT_TYPE_OPTIONS,
+            IF_NONE_MATCH, VARY, WWW_AUTHENTICATE, X_CONTENT_TYPE_OPTIONS,
         },
     },
     response::{IntoResponse, Response},
 };
 use sha2::{Digest, Sha256};
+
+use crate::{access::authorization, state::AppState};
 
 /// What the dashboard may load and connect to: its own origin only.
 const DASHBOARD_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; \
@@ -134,9 +137,23 @@ pub(crate) async fn embed_script(headers: HeaderMap) -> Response {
     EMBED_SCRIPT.respond(&headers)
 }
 
-/// `GET /`: the dashboard page, under its Content-Security-Policy.
-pub(crate) async fn dashboard(headers: HeaderMap) -> Response {
+/// `GET /`: the dashboard page, under its Content-Security-Policy. The page
+/// holds no data: without the admin token (when one is set) it is answered
+/// with 401, and its script asks for the token and sends it with every
+/// request for data.
+pub(crate) async fn dashboard(State(app): State<Arc<AppState>>, mut headers: HeaderMap) -> Response {
+    let authorized = app.access.admin(authorization(&headers)).is_ok();
+    if !authorized {
+        // A 401 must carry the page itself, never an empty 304.
+        headers.remove(IF_NONE_MATCH);
+    }
     let mut response = DASHBOARD_HTML.respond(&headers);
+    if !authorized {
+        *response.status_mut() = StatusCode::UNAUTHORIZED;
+        response
+            .headers_mut()
+            .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    }
     response
         .headers_mut()
         .insert(CONTENT_SECURITY_POLICY, HeaderValue::from_static(DASHBOARD_CSP));

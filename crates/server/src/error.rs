@@ -3,12 +3,15 @@
 
 use axum::{
     Json,
-    http::{HeaderValue, StatusCode, header::RETRY_AFTER},
+    http::{
+        HeaderValue, StatusCode,
+        header::{RETRY_AFTER, WWW_AUTHENTICATE},
+    },
     response::{IntoResponse, Response},
 };
 use serde_json::json;
 
-use crate::{admission::Refusal, params::ParamError};
+use crate::{access::Unauthorized, admission::Refusal, params::ParamError};
 
 /// Seconds a client is told to wait when the node is full.
 const RETRY_AFTER_SECONDS: &str = "5";
@@ -59,6 +62,12 @@ impl ApiError {
     }
 }
 
+impl From<Unauthorized> for ApiError {
+    fn from(error: Unauthorized) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, error.to_string())
+    }
+}
+
 impl From<ParamError> for ApiError {
     fn from(error: ParamError) -> Self {
         Self::bad_request(error.to_string())
@@ -82,6 +91,11 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECONDS));
+        }
+        if self.status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         response
     }

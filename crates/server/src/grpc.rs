@@ -1,5 +1,6 @@
 //! The public gRPC API (`headcount.v1`): Counter and Cluster, answered from
-//! the same query layer as HTTP, with the same topic and limit rules.
+//! the same query layer as HTTP, with the same topic, limit and access rules
+//! (`authorization: Bearer TOKEN` metadata where HTTP wants the header).
 
 use std::{pin::Pin, sync::Arc};
 
@@ -10,9 +11,10 @@ use headcount_proto::v1::{
 };
 use tokio_stream::wrappers::WatchStream;
 use tokio_util::sync::CancellationToken;
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, metadata::MetadataMap};
 
 use crate::{
+    access::{Access, Unauthorized},
     admission::{Admission, Admitted, Refusal},
     metrics::NodeMetrics,
     params::{ListRequest, topic},
@@ -25,6 +27,7 @@ use crate::{
 pub struct CounterApi {
     query: Query,
     hub: Arc<Hub>,
+    access: Arc<Access>,
     admission: Arc<Admission>,
     metrics: NodeMetrics,
     shutdown: CancellationToken,
@@ -36,6 +39,7 @@ impl CounterApi {
     pub fn new(
         query: Query,
         hub: Arc<Hub>,
+        access: Arc<Access>,
         admission: Arc<Admission>,
         metrics: NodeMetrics,
         shutdown: CancellationToken,
@@ -43,6 +47,7 @@ impl CounterApi {
         Self {
             query,
             hub,
+            access,
             admission,
             metrics,
             shutdown,
@@ -87,8 +92,12 @@ impl counter_server::Counter for CounterApi {
     }
 
     async fn list_topics(&self, request: Request<ListTopicsRequest>) -> Result<Response<ListTopicsResponse>, Status> {
+        let authorization = bearer(request.metadata()).map(str::to_owned);
         let request = request.into_inner();
         let request = ListRequest::from_grpc(request.prefix, request.limit)?;
+        self.access
+            .listing(authorization.as_deref(), &request.prefix)
+            .map_err(unauthenticated)?;
         let list = self.query.list(&request.prefix, request.limit);
         let topics = list
             .topics
@@ -129,18 +138,41 @@ impl counter_server::Counter for CounterApi {
 #[derive(Clone)]
 pub struct ClusterApi {
     query: Query,
+    access: Arc<Access>,
 }
 
 impl ClusterApi {
-    /// Serves membership from `query`.
-    pub fn new(query: Query) -> Self {
-        Self { query }
+    /// Serves membership from `query` to holders of the admin token.
+    pub fn new(query: Query, access: Arc<Access>) -> Self {
+        Self { query, access }
+    }
+}
+
+/// The `authorization` metadata of a gRPC request, if readable.
+fn bearer(metadata: &MetadataMap) -> Option<&str> {
+    metadata.get("authorization").and_then(|value| value.to_str().ok())
+}
+
+fn unauthenticated(error: Unauthorized) -> Status {
+    Status::unauthenticated(error.to_string())
+}
+
+/// Lets a call through only with the admin token (for whole services:
+/// reflection).
+pub(crate) fn admin_only(access: Arc<Access>) -> impl FnMut(Request<()>) -> Result<Request<()>, Status> + Clone {
+    move |request: Request<()>| {
+        access.admin(bearer(request.metadata())).map_err(unauthenticated)?;
+        Ok(request)
     }
 }
 
 #[tonic::async_trait]
 impl cluster_server::Cluster for ClusterApi {
-    async fn list_members(&self, _: Request<ListMembersRequest>) -> Result<Response<ListMembersResponse>, Status> {
+    async fn list_members(
+        &self,
+        request: Request<ListMembersRequest>,
+    ) -> Result<Response<ListMembersResponse>, Status> {
+        self.access.admin(bearer(request.metadata())).map_err(unauthenticated)?;
         let members = self.query.members();
         let list = members
             .members

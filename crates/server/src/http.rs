@@ -6,12 +6,13 @@ use std::sync::Arc;
 use axum::{
     Json,
     extract::{Query as Params, State, rejection::QueryRejection},
-    http::{StatusCode, Uri, header::CONTENT_TYPE},
+    http::{HeaderMap, StatusCode, Uri, header::CONTENT_TYPE},
     response::{IntoResponse, Response},
 };
 use serde_json::json;
 
 use crate::{
+    access::authorization,
     error::ApiError,
     json::ClusterBody,
     params::{ListParams, MinLimit, topic_from_path},
@@ -26,17 +27,24 @@ pub(crate) async fn count(State(app): State<Arc<AppState>>, uri: Uri) -> Result<
 
 pub(crate) async fn counts(
     State(app): State<Arc<AppState>>,
+    headers: HeaderMap,
     params: Result<Params<ListParams>, QueryRejection>,
 ) -> Result<Json<TopicList>, ApiError> {
     let request = ListParams::parse(params, MinLimit::One)?;
+    app.access.listing(authorization(&headers), &request.prefix)?;
     Ok(Json(app.query.list(&request.prefix, request.limit)))
 }
 
-pub(crate) async fn cluster(State(app): State<Arc<AppState>>) -> Json<ClusterBody> {
-    Json(app.query.members().into())
+pub(crate) async fn cluster(
+    State(app): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Result<Json<ClusterBody>, ApiError> {
+    app.access.admin(authorization(&headers))?;
+    Ok(Json(app.query.members().into()))
 }
 
-pub(crate) async fn metrics(State(app): State<Arc<AppState>>) -> Result<Response, ApiError> {
+pub(crate) async fn metrics(State(app): State<Arc<AppState>>, headers: HeaderMap) -> Result<Response, ApiError> {
+    app.access.admin(authorization(&headers))?;
     let text = app
         .metrics
         .render(&app.registry, &app.table, &app.query, &app.hub)

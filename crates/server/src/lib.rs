@@ -8,6 +8,7 @@
 //! paths to the edges and to the browser files (`assets`); [`Node`] starts
 //! all of it under one shutdown token.
 
+mod access;
 mod admission;
 mod app;
 mod assets;
@@ -26,6 +27,7 @@ mod serve;
 mod state;
 mod ws;
 
+pub use access::{AdminToken, InvalidAdminToken};
 pub use headcount_cluster::{ClusterSecret, InvalidNodeName, NodeName, SecretTooShort};
 pub use node::{Listeners, Node, NodeConfig, StartError};
 pub use serve::{HttpTimings, accept_cap};

@@ -7,7 +7,8 @@
 //! check and holds the same per-IP and node-wide permits as a `?watch=1`
 //! websocket until the client goes away, and it ends when the node shuts
 //! down. Listings are shared through the push hub, so many pages showing one
-//! site's total cost one listing a round.
+//! site's total cost one listing a round. With `--admin-token`, a listing
+//! outside the public prefixes, the cluster and the chart need the token.
 
 use std::{convert::Infallible, net::SocketAddr, sync::Arc};
 
@@ -27,6 +28,7 @@ use serde::Serialize;
 use tokio_stream::wrappers::{IntervalStream, WatchStream};
 
 use crate::{
+    access::authorization,
     admission::Admitted,
     error::ApiError,
     json::ClusterBody,
@@ -93,6 +95,7 @@ pub(crate) async fn counts(
     params: Result<Params<ListParams>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let request = ListParams::parse(params, MinLimit::Zero)?;
+    app.access.listing(authorization(&headers), &request.prefix)?;
     let held = admit(&app, peer, &headers)?;
     let listings = WatchStream::new(app.hub.subscribe_listing(&request, &app.query));
     let events = listings.map(|list| json_event(&*list));
@@ -105,6 +108,7 @@ pub(crate) async fn cluster(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    app.access.admin(authorization(&headers))?;
     let held = admit(&app, peer, &headers)?;
     let mut tick = tokio::time::interval(app.push_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -134,6 +138,7 @@ pub(crate) async fn total(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    app.access.admin(authorization(&headers))?;
     let held = admit(&app, peer, &headers)?;
     let mut chart = app.chart.clone();
     let history = chart.borrow_and_update().clone();

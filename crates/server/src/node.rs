@@ -21,14 +21,16 @@ use tokio::{
     sync::watch,
 };
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tonic::service::interceptor::InterceptedService;
 use tonic_health::ServingStatus;
 use tracing::{Instrument, error, info, info_span};
 
 use crate::{
+    access::{Access, AdminToken},
     admission::Admission,
     app::app,
     chart,
-    grpc::{ClusterApi, CounterApi},
+    grpc::{ClusterApi, CounterApi, admin_only},
     metrics::NodeMetrics,
     push::Hub,
     query::Query,
@@ -69,6 +71,10 @@ pub struct NodeConfig {
     pub session: SessionTimings,
     /// Header-read and idle timeouts of HTTP connections.
     pub http: HttpTimings,
+    /// Token that dashboards, listings, cluster and metrics need; none: open.
+    pub admin_token: Option<AdminToken>,
+    /// Listings (and stats) under these prefixes stay open with a token set.
+    pub public_prefixes: Vec<String>,
 }
 
 impl NodeConfig {
@@ -99,6 +105,8 @@ impl Default for NodeConfig {
             allowed_origins: None,
             session: SessionTimings::default(),
             http: HttpTimings::default(),
+            admin_token: None,
+            public_prefixes: Vec::new(),
         }
     }
 }
@@ -191,7 +199,9 @@ impl Node {
             let admission = Arc::clone(&admission);
             Arc::new(move |peer: SocketAddr| admission.accept(peer.ip()))
         };
+        let access = Arc::new(Access::new(config.admin_token.clone(), config.public_prefixes.clone()));
         let state = Arc::new(AppState {
+            access: Arc::clone(&access),
             query: query.clone(),
             table,
             hub: Arc::clone(&hub),
@@ -221,6 +231,7 @@ impl Node {
         let grpc = GrpcParts {
             query,
             hub,
+            access: Arc::clone(&access),
             admission,
             metrics: metrics.clone(),
             sync: cluster.sync_service(),
@@ -249,6 +260,7 @@ const HEALTH_SERVICES: [&str; 3] = ["", "headcount.v1.Counter", "headcount.v1.Cl
 struct GrpcParts {
     query: Query,
     hub: Arc<Hub>,
+    access: Arc<Access>,
     admission: Arc<Admission>,
     metrics: NodeMetrics,
     sync: headcount_cluster::SyncService,
@@ -284,6 +296,7 @@ async fn serve_grpc(
     let counter = CounterApi::new(
         parts.query.clone(),
         parts.hub,
+        Arc::clone(&parts.access),
         parts.admission,
         parts.metrics,
         shutdown.clone(),
@@ -294,10 +307,16 @@ async fn serve_grpc(
         .http2_keepalive_interval(Some(GRPC_KEEPALIVE))
         .http2_keepalive_timeout(Some(GRPC_KEEPALIVE_TIMEOUT))
         .add_service(health_service)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
+        .add_service(InterceptedService::new(
+            reflection_v1,
+            admin_only(Arc::clone(&parts.access)),
+        ))
+        .add_service(InterceptedService::new(
+            reflection_v1alpha,
+            admin_only(Arc::clone(&parts.access)),
+        ))
         .add_service(CounterServer::new(counter))
-        .add_service(ClusterServer::new(ClusterApi::new(parts.query)))
+        .add_service(ClusterServer::new(ClusterApi::new(parts.query, parts.access)))
         .add_service(parts.sync.into_server())
         .serve_with_incoming_shutdown(incoming, async move {
             stop.cancelled().await;

@@ -9,6 +9,7 @@ use tokio::sync::watch;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
+    access::Access,
     admission::{Admission, Refusal},
     chart::ChartSnapshot,
     error::ApiError,
@@ -27,6 +28,8 @@ pub(crate) struct AppState {
     pub(crate) table: CounterTable,
     /// Per-topic change channels for watchers.
     pub(crate) hub: Arc<Hub>,
+    /// Who may read what (`--admin-token`).
+    pub(crate) access: Arc<Access>,
     /// Connection limits.
     pub(crate) admission: Arc<Admission>,
     /// Edge metrics.
