@@ -13,7 +13,7 @@ mod runs;
 use std::process::ExitCode;
 
 use clap::Parser;
-use measure::{Report, churn, converge, count, hold};
+use measure::{churn, converge, count, hold, summary};
 use runs::{scale, suite};
 
 /// Load generator for headcount: measurements, the standard suite, the scale run.
@@ -36,9 +36,9 @@ enum Mode {
     Render(report::RenderArgs),
 }
 
-fn emit<R: Report>(report: &R) -> anyhow::Result<()> {
+fn emit(report: &impl serde::Serialize) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string(report)?);
-    eprintln!("{}", report.summary());
+    eprintln!("{}", summary(report));
     Ok(())
 }
 

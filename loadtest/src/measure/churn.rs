@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use tokio::{sync::Semaphore, task::JoinSet, time::MissedTickBehavior};
 
 use super::{
-    Report, client, procfs,
+    client, procfs,
     stats::{Latency, LatencySummary},
     topics::{Dist, NetArgs, TopicArgs},
 };
@@ -68,18 +68,6 @@ pub struct ChurnReport {
     pub cycle: LatencySummary,
     /// Server CPU time per completed cycle, microseconds (all `--server-pid`).
     pub server_cpu_us_per_cycle: Option<f64>,
-}
-
-impl Report for ChurnReport {
-    fn summary(&self) -> String {
-        let (cycles, secs, rate, failed, missed) =
-            (self.cycles, self.duration_secs, self.cycles_per_sec, self.failed, self.missed_starts);
-        let (join, cycle) = (self.join.short(), self.cycle.short());
-        let cpu = self.server_cpu_us_per_cycle.map(|us| format!(", server CPU {us:.0} µs/cycle")).unwrap_or_default();
-        format!(
-            "churn: {cycles} cycles in {secs:.1}s = {rate:.0} cycles/s ({failed} failed, {missed} missed starts), join {join}, cycle {cycle}{cpu}"
-        )
-    }
 }
 
 #[derive(Default)]

@@ -21,8 +21,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    Report,
-    api::Api,
+    api::{Api, TopicCount},
     client,
     stats::{Latency, LatencySummary},
     topics::{Sources, loopback_addr},
@@ -78,18 +77,6 @@ pub struct ConvergeReport {
     pub leave: LatencySummary,
     /// Per trial: join convergence ms, -1 when it failed.
     pub join_samples_ms: Vec<f64>,
-}
-
-impl Report for ConvergeReport {
-    fn summary(&self) -> String {
-        let (nodes, x, trials, join, leave) =
-            (self.nodes, self.interval_ms, self.trials, self.join.short(), self.leave.short());
-        let (joins, leaves, counts) = (self.join_failures, self.leave_failures, self.count_mismatches);
-        let (first_frames, anomalies) = (self.first_frame_mismatches, self.anomalies);
-        format!(
-            "converge: {nodes} nodes, X = {x:.0} ms, {trials} trials: join {join}, leave {leave} ({joins} join / {leaves} leave failures, {counts} /count mismatches, {first_frames} first-frame mismatches, {anomalies} anomalies)"
-        )
-    }
 }
 
 /// What one poll of one node saw.
@@ -150,117 +137,73 @@ async fn wait_all(
     (last, anomaly)
 }
 
-#[derive(Default)]
-struct Tally {
-    join: Latency,
-    leave: Latency,
-    join_failures: usize,
-    leave_failures: usize,
-    mismatches: usize,
-    first_frame_mismatches: usize,
-    anomalies: usize,
-    samples: Vec<f64>,
-}
-
 pub async fn run(args: ConvergeArgs) -> anyhow::Result<ConvergeReport> {
-    let api = Api::new(Duration::from_secs(5), usize::MAX)?;
-    let run_id: u32 = rand::rng().random_range(0..u32::MAX);
-    let prefix = format!("converge/{run_id:08x}/");
-    let stop = CancellationToken::new();
-    let mut views = Vec::new();
-    let mut pollers = tokio::task::JoinSet::new();
+    let (api, run_id) = (Api::new(Duration::from_secs(5), usize::MAX)?, rand::rng().random_range(0..u32::MAX));
+    let (prefix, stop) = (format!("converge/{run_id:08x}/"), CancellationToken::new());
+    let (mut views, mut pollers) = (Vec::new(), tokio::task::JoinSet::new());
     for &node in &args.nodes {
         let (tx, rx) = watch::channel(Seen { at: Instant::now(), counts: Arc::default() });
         let api = Api::new(Duration::from_secs(5), 1)?;
         pollers.spawn(poll_node(api, node, prefix.clone(), args.poll, tx, stop.clone()));
         views.push(rx);
     }
-
-    let workers = args.concurrency.clamp(1, args.trials.max(1));
-    let mut set = tokio::task::JoinSet::new();
+    let (workers, mut set) = (args.concurrency.clamp(1, args.trials.max(1)), tokio::task::JoinSet::new());
     for worker in 0..workers {
         let (args, api, views, prefix) = (args.clone(), api.clone(), views.clone(), prefix.clone());
         set.spawn(async move {
             let mut rng = SmallRng::seed_from_u64(u64::from(run_id) ^ worker as u64);
-            let mut tally = Tally::default();
+            let (mut r, mut join, mut leave) = (ConvergeReport::default(), Latency::default(), Latency::default());
             for trial in (worker..args.trials).step_by(workers) {
-                let stagger = args.interval.mul_f64(rng.random_range(0.0..1.0));
-                tokio::time::sleep(stagger).await;
-                let topic = format!("{prefix}{trial}");
-                let entry = args.nodes[trial % args.nodes.len()];
+                tokio::time::sleep(args.interval.mul_f64(rng.random_range(0.0..1.0))).await;
+                let (topic, entry) = (format!("{prefix}{trial}"), args.nodes[trial % args.nodes.len()]);
                 let source = (!args.sources.0.is_empty()).then(|| args.sources.0[trial % args.sources.0.len()]);
                 let joined_at = Instant::now();
-                let Ok(joined) = client::join(entry, source, &topic, args.timeout).await else {
-                    tally.join_failures += 1;
-                    tally.samples.push(-1.0);
-                    continue;
+                let joined = client::join(entry, source, &topic, args.timeout).await;
+                let (seen, anomaly) = match &joined {
+                    Ok(_) => wait_all(&views, &topic, 1, args.timeout).await,
+                    Err(_) => (None, false),
                 };
-                let (seen, anomaly) = wait_all(&views, &topic, 1, args.timeout).await;
-                tally.anomalies += usize::from(anomaly);
-                match seen {
-                    Some(at) => {
-                        let took = at.saturating_duration_since(joined_at);
-                        tally.join.record(took);
-                        tally.samples.push(took.as_secs_f64() * 1000.0);
-                    }
-                    None => {
-                        tally.join_failures += 1;
-                        tally.samples.push(-1.0);
-                    }
-                }
-                tally.first_frame_mismatches += usize::from(joined.count != 1);
+                let took = seen.map(|at| at.saturating_duration_since(joined_at));
+                took.inspect(|&took| join.record(took));
+                r.join_samples_ms.push(took.map_or(-1.0, |took| took.as_secs_f64() * 1000.0));
+                r.join_failures += usize::from(took.is_none());
+                r.anomalies += usize::from(anomaly);
+                let Ok(joined) = joined else { continue };
+                r.first_frame_mismatches += usize::from(joined.count != 1);
                 for &node in &args.nodes {
-                    let local = u64::from(node == entry);
-                    match api.count(node, &topic).await {
-                        Ok(count)
-                            if count.count == 1 && count.local == local && count.nodes as usize == args.nodes.len() => {
-                        }
-                        _ => tally.mismatches += 1,
-                    }
+                    let (local, nodes) = (u64::from(node == entry), args.nodes.len() as u32);
+                    let agrees = |c: TopicCount| c.count == 1 && c.local == local && c.nodes == nodes;
+                    r.count_mismatches += usize::from(!api.count(node, &topic).await.is_ok_and(agrees));
                 }
                 // Joins converge just after a gossip tick; leaving at once
                 // would always leave at the same phase of the tick.
-                let stagger = args.interval.mul_f64(rng.random_range(0.0..1.0));
-                tokio::time::sleep(stagger).await;
+                tokio::time::sleep(args.interval.mul_f64(rng.random_range(0.0..1.0))).await;
                 let left_at = Instant::now();
                 client::leave(joined.ws, Duration::from_secs(2)).await;
                 let (seen, anomaly) = wait_all(&views, &topic, 0, args.timeout).await;
-                tally.anomalies += usize::from(anomaly);
-                match seen {
-                    Some(at) => tally.leave.record(at.saturating_duration_since(left_at)),
-                    None => tally.leave_failures += 1,
-                }
+                seen.inspect(|at| leave.record(at.saturating_duration_since(left_at)));
+                r.leave_failures += usize::from(seen.is_none());
+                r.anomalies += usize::from(anomaly);
             }
-            tally
+            (r, join, leave)
         });
     }
-    let mut total = Tally::default();
+    let (mut total, mut join, mut leave) = (ConvergeReport::default(), Latency::default(), Latency::default());
     while let Some(done) = set.join_next().await {
-        let done = done?;
-        total.join.merge(&done.join);
-        total.leave.merge(&done.leave);
-        total.join_failures += done.join_failures;
-        total.leave_failures += done.leave_failures;
-        total.mismatches += done.mismatches;
-        total.first_frame_mismatches += done.first_frame_mismatches;
-        total.anomalies += done.anomalies;
-        total.samples.extend(done.samples);
+        let (r, worker_join, worker_leave) = done?;
+        total.join_failures += r.join_failures;
+        total.leave_failures += r.leave_failures;
+        total.count_mismatches += r.count_mismatches;
+        total.first_frame_mismatches += r.first_frame_mismatches;
+        total.anomalies += r.anomalies;
+        total.join_samples_ms.extend(r.join_samples_ms);
+        join.merge(&worker_join);
+        leave.merge(&worker_leave);
     }
     stop.cancel();
     while pollers.join_next().await.is_some() {}
-    Ok(ConvergeReport {
-        mode: "converge".into(),
-        nodes: args.nodes.len(),
-        interval_ms: args.interval.as_secs_f64() * 1000.0,
-        poll_ms: args.poll.as_secs_f64() * 1000.0,
-        trials: args.trials,
-        join_failures: total.join_failures,
-        leave_failures: total.leave_failures,
-        count_mismatches: total.mismatches,
-        first_frame_mismatches: total.first_frame_mismatches,
-        anomalies: total.anomalies,
-        join: total.join.summary(),
-        leave: total.leave.summary(),
-        join_samples_ms: total.samples,
-    })
+    let (interval_ms, poll_ms) = (args.interval.as_secs_f64() * 1000.0, args.poll.as_secs_f64() * 1000.0);
+    let (join, leave, mode, nodes, trials) =
+        (join.summary(), leave.summary(), "converge".into(), args.nodes.len(), args.trials);
+    Ok(ConvergeReport { mode, nodes, interval_ms, poll_ms, trials, join, leave, ..total })
 }

@@ -15,7 +15,6 @@ use clap::Args;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Report,
     api::Api,
     stats::{Latency, LatencySummary, add_counts},
     topics::{TopicArgs, loopback_addr},
@@ -55,17 +54,6 @@ pub struct CountReport {
     pub late_starts: u64,
     /// Send to full body.
     pub latency: LatencySummary,
-}
-
-impl Report for CountReport {
-    fn summary(&self) -> String {
-        let (n, rps, l, late) = (self.requests, self.achieved_rps, self.latency, self.late_starts);
-        let errors: u64 = self.errors.values().sum();
-        format!(
-            "count: {n} requests at {rps:.0}/s, p50 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms, max {:.3} ms ({errors} errors, {late} late starts)",
-            l.p50_ms, l.p99_ms, l.p999_ms, l.max_ms
-        )
-    }
 }
 
 /// Runs `count`; the latency histogram comes too, so rounds can be merged exactly.

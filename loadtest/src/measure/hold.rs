@@ -23,7 +23,6 @@ use tokio::{
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use super::{
-    Report,
     client::{self, Ws},
     human, procfs,
     stats::{Latency, LatencySummary},
@@ -121,18 +120,6 @@ impl HoldReport {
         let grown = |s: &ServerMemory| s.rss_held_kib as i64 - s.rss_before_kib as i64;
         let grown: i64 = self.servers.iter().map(grown).sum();
         (self.held > 0 && !self.servers.is_empty()).then(|| grown as f64 * 1024.0 / self.held as f64)
-    }
-}
-
-impl Report for HoldReport {
-    fn summary(&self) -> String {
-        let (held, requested, failed, secs) = (self.held, self.requested, self.failed, self.connect_secs);
-        let (rate, connect, dropped, overflows) =
-            (self.handshakes_per_sec, self.first_frame.short(), self.dropped_while_held, self.listen_overflows);
-        let memory = self.bytes_per_connection().map(|b| format!(", server {b:.0} B/conn")).unwrap_or_default();
-        format!(
-            "hold: {held}/{requested} held ({failed} failed) in {secs:.1}s = {rate:.0} handshakes/s, connect {connect}{memory}; {dropped} dropped while held; {overflows} listen overflows"
-        )
     }
 }
 

@@ -18,10 +18,22 @@ use std::time::Duration;
 use serde::{Serialize, Serializer};
 use serde_json::Value;
 
-/// A result with a one-line human summary.
-pub trait Report: Serialize {
-    /// The summary line.
-    fn summary(&self) -> String;
+/// A one-line summary of a report: its numbers and words, and the p50/p99
+/// of each latency in it.
+pub fn summary(report: &impl Serialize) -> String {
+    let Ok(Value::Object(fields)) = serde_json::to_value(report) else { return String::new() };
+    let field = |(name, value): (&String, &Value)| match value {
+        Value::Number(n) if n.is_f64() => Some(format!("{name} {:.2}", n.as_f64()?)),
+        Value::Number(_) | Value::String(_) => {
+            Some(format!("{name} {}", value.as_str().map_or(value.to_string(), str::to_owned)))
+        }
+        Value::Object(latency) => {
+            let [p50, p99] = ["p50_ms", "p99_ms"].map(|p| latency.get(p).and_then(Value::as_f64));
+            Some(format!("{name} p50 {:.2} / p99 {:.2} ms", p50?, p99?))
+        }
+        _ => None,
+    };
+    fields.iter().filter_map(field).collect::<Vec<_>>().join(", ")
 }
 
 /// The command line that parses back to `flags`: each field becomes

@@ -63,13 +63,6 @@ pub struct LatencySummary {
     pub mean_ms: f64,
 }
 
-impl LatencySummary {
-    /// `p50/p99 ms` for summary lines.
-    pub fn short(&self) -> String {
-        format!("p50 {:.2} ms, p99 {:.2} ms", self.p50_ms, self.p99_ms)
-    }
-}
-
 /// Adds every count of `from` to the same key of `into` (error tallies).
 pub fn add_counts(into: &mut BTreeMap<String, u64>, from: BTreeMap<String, u64>) {
     for (kind, n) in from {

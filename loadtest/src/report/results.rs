@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::measure::{
-    Report, churn::ChurnReport, converge::ConvergeReport, count::CountReport, hold::HoldReport, procfs::Machine,
+    churn::ChurnReport, converge::ConvergeReport, count::CountReport, hold::HoldReport, procfs::Machine,
     stats::LatencySummary,
 };
 
@@ -141,21 +141,5 @@ impl ScaleResults {
     pub fn bytes_per_connection(&self) -> Option<f64> {
         let grown: i64 = self.rss_held_kib.iter().zip(&self.rss_before_kib).map(|(h, b)| *h as i64 - *b as i64).sum();
         (self.held > 0).then(|| grown as f64 * 1024.0 / self.held as f64)
-    }
-}
-
-impl Report for ScaleResults {
-    fn summary(&self) -> String {
-        format!(
-            "scale: {}/{} held on {} nodes in {:.1}s; totals agreed {} after the last join; {} per connection; steady gossip max {:.0} B/s per node; {} problems",
-            self.held,
-            self.requested,
-            self.nodes,
-            self.connect_secs,
-            self.agree_ms.map_or("never".into(), |ms| format!("{ms:.0} ms")),
-            self.bytes_per_connection().map_or("–".into(), |b| format!("{b:.0} B")),
-            self.gossip_steady.max_sent(),
-            self.problems.len(),
-        )
     }
 }

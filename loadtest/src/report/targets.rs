@@ -6,7 +6,7 @@ use super::{
     results::{NodeResults, SuiteResults},
     table::{kib, ms_or_never, ratio, thousands, times},
 };
-use crate::measure::{Report, hold::HoldReport};
+use crate::measure::hold::HoldReport;
 
 /// A bound on a figure: at most (or with `floor`, at least) `fixed + per_x · X`, X the gossip interval.
 #[derive(Debug, Clone, Copy)]
@@ -162,20 +162,4 @@ pub fn verdicts(results: &SuiteResults) -> Vec<Verdict> {
         }
     }
     out
-}
-
-impl Report for SuiteResults {
-    fn summary(&self) -> String {
-        let verdicts = verdicts(self);
-        let count = |pass: fn(Option<bool>) -> bool| verdicts.iter().filter(|v| pass(v.pass)).count();
-        let missed: Vec<&str> = verdicts.iter().filter(|v| v.pass == Some(false)).map(|v| v.name.as_str()).collect();
-        format!(
-            "suite: {} targets checked, {} met, missed: [{}]; {} problems; {:.0}s",
-            count(|pass| pass.is_some()),
-            count(|pass| pass == Some(true)),
-            missed.join(", "),
-            self.problems.len(),
-            self.wall_secs,
-        )
-    }
 }

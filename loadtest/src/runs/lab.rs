@@ -5,6 +5,8 @@
 //! halfway through a run leaves no server behind.
 
 use std::{
+    ffi::OsStr,
+    io,
     net::{SocketAddr, TcpListener, UdpSocket},
     path::{Path, PathBuf},
     process::Stdio,
@@ -123,7 +125,12 @@ impl Lab {
         Ok(Self { dir, api: Api::new(Duration::from_secs(10), usize::MAX)?, bin, headcount })
     }
 
-    fn command(&self, program: &Path, args: &[String], name: &str) -> anyhow::Result<Command> {
+    fn command<S: AsRef<OsStr>>(
+        &self,
+        program: &Path,
+        args: impl IntoIterator<Item = S>,
+        name: &str,
+    ) -> io::Result<Command> {
         let log = |suffix| std::fs::File::create(self.dir.join("logs").join(format!("{name}{suffix}.log")));
         let mut command = Command::new(program);
         command.args(args).stdin(Stdio::null()).stdout(log("")?).stderr(log(".err")?).kill_on_drop(true);
@@ -133,25 +140,24 @@ impl Lab {
     /// Starts a headcount node gossiping every `interval` (or, with no
     /// `interval`, the bare baseline server), joining `seed` if given.
     pub fn server(&self, name: &str, interval: Option<Duration>, seed: Option<&Server>) -> anyhow::Result<Server> {
-        let free = || Ok::<_, std::io::Error>(TcpListener::bind("127.0.0.1:0")?.local_addr()?.to_string());
+        let free = || TcpListener::bind("127.0.0.1:0")?.local_addr();
         let (http, grpc, gossip) = (free()?, free()?, UdpSocket::bind("127.0.0.1:0")?.local_addr()?);
-        let mut args = vec!["--http".into(), http.clone()];
-        let program = match interval {
-            None => self.bin.join("headcount-bare"),
-            Some(interval) => {
-                let interval = format!("{}ms", interval.as_millis());
-                let flags =
-                    ["--grpc", &grpc, "--gossip", &gossip.to_string(), "--node-name", name, "--gossip-interval"];
-                args.extend(
-                    flags.into_iter().chain([&*interval, "--max-connections-per-ip", "1000000"]).map(Into::into),
-                );
-                args.extend(seed.map(|seed| ["--seeds".into(), seed.gossip.to_string()]).into_iter().flatten());
-                self.headcount.clone()
+        let (program, args) = match interval {
+            None => (self.bin.join("headcount-bare"), format!("--http {http}")),
+            Some(x) => {
+                let seeds = seed.map(|seed| format!(" --seeds {}", seed.gossip)).unwrap_or_default();
+                let node = format!("--http {http} --grpc {grpc} --gossip {gossip} --node-name {name}");
+                let x = x.as_millis();
+                (
+                    self.headcount.clone(),
+                    format!("{node} --gossip-interval {x}ms --max-connections-per-ip 1000000{seeds}"),
+                )
             }
         };
-        let child = self.command(&program, &args, name)?.spawn().with_context(|| format!("starting {name}"))?;
+        let child =
+            self.command(&program, args.split(' '), name)?.spawn().with_context(|| format!("starting {name}"))?;
         let pid = child.id().ok_or_else(|| anyhow!("{name} exited at once"))?;
-        Ok(Server { name: name.into(), http: http.parse()?, pid, gossip, child })
+        Ok(Server { name: name.into(), http, pid, gossip, child })
     }
 
     /// Waits (30 s at most) until every server answers `/healthz` and, with

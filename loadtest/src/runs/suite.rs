@@ -17,13 +17,16 @@ use clap::Args;
 use super::{QuietPlan, RunArgs, check_totals, churn_flags, hold_flags, lab::Lab, now_utc, quiet, say};
 use crate::{
     measure::{
-        Report, churn,
+        churn,
         converge::{self, ConvergeArgs},
         count::{self, CountArgs, CountReport},
-        procfs,
+        procfs, summary,
         topics::TopicArgs,
     },
-    report::results::{ClusterResults, ScaleResults, SuiteResults},
+    report::{
+        results::{ClusterResults, ScaleResults, SuiteResults},
+        targets::verdicts,
+    },
 };
 /// Flags of `suite`.
 #[derive(Debug, Clone, Args)]
@@ -100,6 +103,17 @@ pub async fn run(args: SuiteArgs) -> anyhow::Result<SuiteResults> {
     }
     results.wall_secs = started.elapsed().as_secs_f64();
     args.run.save(&lab, &results)?;
+    let verdicts = verdicts(&results);
+    let missed: Vec<&str> = verdicts.iter().filter(|v| v.pass == Some(false)).map(|v| v.name.as_str()).collect();
+    let met = verdicts.iter().filter(|v| v.pass == Some(true)).count();
+    say(
+        "suite",
+        format_args!(
+            "{met} of {} targets met, missed: {missed:?}; {} problems",
+            verdicts.len(),
+            results.problems.len()
+        ),
+    );
     Ok(results)
 }
 
@@ -142,7 +156,7 @@ async fn node_part(lab: &Lab, args: &SuiteArgs, results: &mut SuiteResults) -> a
             let (targets, topics, rate, connections) = (vec![server.http], topics.clone(), args.count_rate, 4);
             let (duration, warmup) = (args.count_duration.div_f64(rounds as f64), Duration::from_millis(500));
             let round = count::run(CountArgs { targets, topics, rate, connections, duration, warmup }).await?;
-            say("suite", format_args!("{}: {}", server.name, round.0.summary()));
+            say("suite", format_args!("{}: {}", server.name, summary(&round.0)));
             measured.push(round);
         }
     }
@@ -155,7 +169,7 @@ async fn node_part(lab: &Lab, args: &SuiteArgs, results: &mut SuiteResults) -> a
         holders.into_iter().zip(servers.iter().zip([&mut node.hold_bare, &mut node.hold_headcount]))
     {
         let report = holder.release(Duration::from_secs(60)).await?;
-        say("suite", format_args!("{}: {}", server.name, report.summary()));
+        say("suite", format_args!("{}: {}", server.name, summary(&report)));
         *hold = Some(report);
     }
     if let Some(report) = &node.hold_headcount {
@@ -172,7 +186,7 @@ async fn node_part(lab: &Lab, args: &SuiteArgs, results: &mut SuiteResults) -> a
             let (topics, load) = (TopicArgs::uniform("churn/", 100), (0.0, args.churn_workers));
             let flags = churn_flags(&[server.http], "127.0.0.10-17", topics, load, args.churn_duration, &[server.pid])?;
             let report = churn::run(flags).await?;
-            say("suite", format_args!("round {round} {}: {}", server.name, report.summary()));
+            say("suite", format_args!("round {round} {}: {}", server.name, summary(&report)));
             rounds.push(report);
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
@@ -202,9 +216,9 @@ async fn cluster_part(
     let (trials, poll, timeout) = (args.trials, Duration::from_millis(5), Duration::from_secs(10) + x * 4);
     let c = converge::run(ConvergeArgs { nodes: nodes_, sources, trials, concurrency: 8, interval: x, poll, timeout })
         .await?;
-    say(tag, c.summary());
+    say(tag, summary(&c));
     if c.join_failures + c.leave_failures + c.count_mismatches + c.first_frame_mismatches + c.anomalies > 0 {
-        problems.push(format!("{tag}: {}", c.summary()));
+        problems.push(format!("{tag}: {}", summary(&c)));
     }
     result.converge = Some(c);
 
@@ -216,7 +230,7 @@ async fn cluster_part(
     result.gossip_busy = lab.gossip(&https, window).await;
     let busy = busy.await??;
     let (idle, busy_bps) = (result.gossip_idle.max_sent(), result.gossip_busy.max_sent());
-    say(tag, format_args!("gossip {idle:.0} B/s per node idle, {busy_bps:.0} busy (max); {}", busy.summary()));
+    say(tag, format_args!("gossip {idle:.0} B/s per node idle, {busy_bps:.0} busy (max); {}", summary(&busy)));
     result.busy_churn = Some(busy);
     check_totals(lab, &https, 0, &format!("{tag}: after the busy churn"), problems).await;
 
