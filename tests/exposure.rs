@@ -13,7 +13,7 @@ use headcount_proto::v1::{
     ListMembersRequest, ListTopicsRequest, WatchCountRequest, cluster_client::ClusterClient,
     counter_client::CounterClient,
 };
-use headcount_server::{AdminToken, HttpTimings, accept_cap};
+use headcount_server::{AdminToken, HttpTimings, TrustedProxies, accept_cap};
 use headcount_tests::{TestNode, get_json, test_config, ws_connect};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -282,4 +282,42 @@ async fn with_an_admin_token_only_a_page_s_own_count_stays_open() {
         .await
         .expect_err("needs the token");
     assert_eq!(refused.code(), Code::Unauthenticated);
+}
+
+/// Opens a counted websocket as a proxy would, naming `client` in
+/// `X-Forwarded-For`; the HTTP status of a refusal, or 101.
+async fn through_proxy(node: &TestNode, client: &str) -> (u16, Option<headcount_tests::Ws>) {
+    use tokio_tungstenite::tungstenite::{client::IntoClientRequest, http::HeaderValue};
+    let mut request = format!("ws://{}/ws/news", node.http)
+        .into_client_request()
+        .expect("request");
+    request
+        .headers_mut()
+        .insert("x-forwarded-for", HeaderValue::from_str(client).expect("ascii"));
+    match tokio_tungstenite::connect_async(request).await {
+        Ok((socket, _)) => (101, Some(socket)),
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => (response.status().as_u16(), None),
+        Err(error) => panic!("{error}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_a_trusted_proxy_names_the_client() {
+    let direct = node_with(|config| config.max_connections_per_ip = 1).await;
+    let (status, _first) = through_proxy(&direct, "198.51.100.1").await;
+    assert_eq!(status, 101);
+    let (status, _) = through_proxy(&direct, "198.51.100.2").await;
+    assert_eq!(status, 429, "an untrusted peer cannot pick its address");
+
+    let behind = node_with(|config| {
+        config.max_connections_per_ip = 1;
+        config.trusted_proxies = TrustedProxies::parse(["127.0.0.1"]).expect("valid");
+    })
+    .await;
+    let (status, _one) = through_proxy(&behind, "198.51.100.1").await;
+    assert_eq!(status, 101);
+    let (status, _two) = through_proxy(&behind, "198.51.100.2, 127.0.0.1").await;
+    assert_eq!(status, 101, "another client behind the same proxy");
+    let (status, _) = through_proxy(&behind, "198.51.100.1").await;
+    assert_eq!(status, 429, "the forwarded client is capped");
 }

@@ -102,6 +102,16 @@ pub struct Flags {
     )]
     pub public_prefixes: Vec<String>,
 
+    /// Comma-separated proxies (CIDRs or addresses) whose Forwarded / X-Forwarded-For name the
+    /// client [default: none: the TCP peer is the client].
+    #[arg(
+        long,
+        env = "HEADCOUNT_TRUSTED_PROXIES",
+        value_delimiter = ',',
+        value_name = "CIDR,..."
+    )]
+    pub trusted_proxies: Vec<String>,
+
     /// Websocket connections this node accepts.
     #[arg(long, env = "HEADCOUNT_MAX_CONNECTIONS", allow_negative_numbers = true, default_value_t = default_count(DEFAULTS.max_connections), value_parser = clap::value_parser!(u64).range(1..=100_000_000), value_name = "N")]
     pub max_connections: u64,

@@ -7,12 +7,17 @@
 //! /64, the block one subscriber gets, so one host cannot take a fresh
 //! address for every connection.
 
-use std::{net::IpAddr, sync::Arc};
+use std::{
+    net::{IpAddr, SocketAddr},
+    sync::Arc,
+};
 
 use dashmap::{DashMap, mapref::entry::Entry};
 use sha2::{Digest, Sha256};
 
-use crate::serve::accept_cap;
+use axum::http::HeaderMap;
+
+use crate::{client_ip::TrustedProxies, serve::accept_cap};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Why a connection is refused before the upgrade.
@@ -43,6 +48,7 @@ impl Refusal {
 /// The limits of one node.
 pub struct Admission {
     allowed_origins: Option<Vec<String>>,
+    trusted_proxies: TrustedProxies,
     per_ip: Arc<IpCounts>,
     max_per_ip: u32,
     sockets_per_ip: Arc<IpCounts>,
@@ -59,7 +65,12 @@ pub struct Admitted {
 
 impl Admission {
     /// `allowed_origins`: none allows any origin.
-    pub fn new(allowed_origins: Option<Vec<String>>, max_connections: usize, max_per_ip: u32) -> Self {
+    pub fn new(
+        allowed_origins: Option<Vec<String>>,
+        trusted_proxies: TrustedProxies,
+        max_connections: usize,
+        max_per_ip: u32,
+    ) -> Self {
         let allowed_origins =
             allowed_origins.map(|origins| origins.into_iter().map(|origin| normalize(&origin)).collect());
         let salt = rand::random();
@@ -71,6 +82,7 @@ impl Admission {
         };
         Self {
             allowed_origins,
+            trusted_proxies,
             per_ip: counts(),
             max_per_ip,
             sockets_per_ip: counts(),
@@ -80,9 +92,20 @@ impl Admission {
     }
 
     /// Takes a place for one more open TCP connection from `ip` (HTTP or
-    /// gRPC, at accept time); `None` when it holds its cap already.
-    pub fn accept(&self, ip: IpAddr) -> Option<IpPermit> {
-        self.sockets_per_ip.acquire(ip, self.max_sockets_per_ip)
+    /// gRPC, at accept time); `None` when it holds its cap already. A
+    /// trusted proxy carries many clients and is not capped here.
+    pub fn accept(&self, ip: IpAddr) -> Option<SocketPermit> {
+        if self.trusted_proxies.contains(ip) {
+            return Some(SocketPermit { _place: None });
+        }
+        self.sockets_per_ip
+            .acquire(ip, self.max_sockets_per_ip)
+            .map(|place| SocketPermit { _place: Some(place) })
+    }
+
+    /// The client of a request that arrived from `peer` with `headers`.
+    pub fn client_ip(&self, peer: SocketAddr, headers: &HeaderMap) -> IpAddr {
+        self.trusted_proxies.client_ip(peer, headers)
     }
 
     /// Whether every origin is allowed (no `--allowed-origins`).
@@ -161,6 +184,12 @@ impl IpCounts {
     }
 }
 
+/// An accepted socket's place in the per-IP table (none for a trusted proxy).
+#[derive(Debug)]
+pub struct SocketPermit {
+    _place: Option<IpPermit>,
+}
+
 /// One place in a per-IP table, given back when dropped.
 #[derive(Debug)]
 pub struct IpPermit {
@@ -197,7 +226,7 @@ mod tests {
 
     #[test]
     fn per_ip_cap_refuses_then_frees_on_drop() {
-        let admission = Admission::new(None, 100, 2);
+        let admission = Admission::new(None, TrustedProxies::default(), 100, 2);
         let a = admission.admit(ip("10.0.0.1")).expect("first");
         let _b = admission.admit(ip("10.0.0.1")).expect("second");
         assert_eq!(admission.admit(ip("10.0.0.1")).err(), Some(Refusal::PerIp));
@@ -212,7 +241,7 @@ mod tests {
 
     #[test]
     fn ipv6_clients_are_capped_per_slash_64() {
-        let admission = Admission::new(None, 100, 2);
+        let admission = Admission::new(None, TrustedProxies::default(), 100, 2);
         let _a = admission.admit(ip("2001:db8:1:2::1")).expect("first");
         let _b = admission.admit(ip("2001:db8:1:2:ffff::9")).expect("second, same /64");
         assert_eq!(admission.admit(ip("2001:db8:1:2::abcd")).err(), Some(Refusal::PerIp));
@@ -221,8 +250,8 @@ mod tests {
 
     #[test]
     fn open_sockets_are_capped_per_ip_above_the_websocket_cap() {
-        let admission = Admission::new(None, 100, 2);
-        let held: Vec<IpPermit> = (0..accept_cap(2))
+        let admission = Admission::new(None, TrustedProxies::default(), 100, 2);
+        let held: Vec<SocketPermit> = (0..accept_cap(2))
             .map(|_| admission.accept(ip("10.0.0.1")).expect("under the cap"))
             .collect();
         assert!(admission.accept(ip("10.0.0.1")).is_none());
@@ -236,7 +265,7 @@ mod tests {
 
     #[test]
     fn node_cap_refuses_and_gives_the_ip_place_back() {
-        let admission = Admission::new(None, 1, 10);
+        let admission = Admission::new(None, TrustedProxies::default(), 1, 10);
         let _a = admission.admit(ip("10.0.0.1")).expect("first");
         assert_eq!(admission.admit(ip("10.0.0.2")).err(), Some(Refusal::NodeFull));
         assert_eq!(admission.distinct_ips(), 1, "the refused ip holds nothing");
@@ -244,7 +273,12 @@ mod tests {
 
     #[test]
     fn origins_are_matched_exactly_ignoring_case_and_trailing_slash() {
-        let admission = Admission::new(Some(vec!["https://Example.com/".into()]), 1, 1);
+        let admission = Admission::new(
+            Some(vec!["https://Example.com/".into()]),
+            TrustedProxies::default(),
+            1,
+            1,
+        );
         assert!(admission.check_origin(Some("https://example.com")).is_ok());
         assert_eq!(admission.check_origin(Some("https://evil.com")), Err(Refusal::Origin));
         assert_eq!(
@@ -252,12 +286,16 @@ mod tests {
             Err(Refusal::Origin)
         );
         assert_eq!(admission.check_origin(None), Err(Refusal::Origin));
-        assert!(Admission::new(None, 1, 1).check_origin(None).is_ok());
+        assert!(
+            Admission::new(None, TrustedProxies::default(), 1, 1)
+                .check_origin(None)
+                .is_ok()
+        );
     }
 
     #[test]
     fn raw_ips_are_not_stored() {
-        let admission = Admission::new(None, 10, 10);
+        let admission = Admission::new(None, TrustedProxies::default(), 10, 10);
         let _a = admission.admit(ip("192.168.77.1")).expect("admitted");
         let stored: Vec<IpKey> = admission.per_ip.counts.iter().map(|entry| *entry.key()).collect();
         assert_eq!(stored.len(), 1);

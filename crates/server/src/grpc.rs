@@ -57,10 +57,12 @@ impl CounterApi {
     /// A watch stream is a watcher like a `?watch=1` websocket: it holds a
     /// per-IP and a node-wide place while it is open.
     fn admit_watcher<T>(&self, request: &Request<T>) -> Result<Admitted, Status> {
-        let ip = request
+        let peer = request
             .remote_addr()
-            .map(|addr| addr.ip())
             .ok_or_else(|| Status::internal("no peer address"))?;
+        let ip = self
+            .admission
+            .client_ip(peer, &request.metadata().clone().into_headers());
         self.admission.admit(ip).map_err(|refusal| {
             self.metrics.refused.get_or_create(&[("reason", refusal.label())]).inc();
             match refusal {

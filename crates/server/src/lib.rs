@@ -13,6 +13,7 @@ mod admission;
 mod app;
 mod assets;
 mod chart;
+mod client_ip;
 mod error;
 mod grpc;
 mod http;
@@ -28,6 +29,7 @@ mod state;
 mod ws;
 
 pub use access::{AdminToken, InvalidAdminToken};
+pub use client_ip::{InvalidProxy, TrustedProxies};
 pub use headcount_cluster::{ClusterSecret, InvalidNodeName, NodeName, SecretTooShort};
 pub use node::{Listeners, Node, NodeConfig, StartError};
 pub use serve::{HttpTimings, accept_cap};

@@ -49,7 +49,8 @@ fn admit(app: &AppState, peer: SocketAddr, headers: &HeaderMap) -> Result<Held, 
     app.admission
         .check_origin(origin)
         .map_err(|refusal| app.refuse(refusal))?;
-    let admitted = app.admission.admit(peer.ip()).map_err(|refusal| app.refuse(refusal))?;
+    let client = app.admission.client_ip(peer, headers);
+    let admitted = app.admission.admit(client).map_err(|refusal| app.refuse(refusal))?;
     app.metrics.sessions_opened.get_or_create(&[("kind", "live")]).inc();
     Ok(Held {
         _admitted: admitted,

@@ -30,6 +30,7 @@ use crate::{
     admission::Admission,
     app::app,
     chart,
+    client_ip::TrustedProxies,
     grpc::{ClusterApi, CounterApi, admin_only},
     metrics::NodeMetrics,
     push::Hub,
@@ -75,6 +76,8 @@ pub struct NodeConfig {
     pub admin_token: Option<AdminToken>,
     /// Listings (and stats) under these prefixes stay open with a token set.
     pub public_prefixes: Vec<String>,
+    /// Proxies whose `Forwarded` / `X-Forwarded-For` name the client.
+    pub trusted_proxies: TrustedProxies,
 }
 
 impl NodeConfig {
@@ -107,6 +110,7 @@ impl Default for NodeConfig {
             http: HttpTimings::default(),
             admin_token: None,
             public_prefixes: Vec::new(),
+            trusted_proxies: TrustedProxies::default(),
         }
     }
 }
@@ -192,6 +196,7 @@ impl Node {
         tracker.spawn(sampler.instrument(span.clone()));
         let admission = Arc::new(Admission::new(
             config.allowed_origins.clone(),
+            config.trusted_proxies.clone(),
             config.max_connections,
             config.max_connections_per_ip,
         ));

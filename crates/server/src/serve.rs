@@ -39,7 +39,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tower::ServiceExt;
 use tracing::debug;
 
-use crate::{admission::IpPermit, metrics::NodeMetrics};
+use crate::{admission::SocketPermit, metrics::NodeMetrics};
 
 /// The timeouts of an HTTP connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,18 +70,18 @@ pub fn accept_cap(max_per_ip: u32) -> u32 {
 }
 
 /// Takes a per-IP place for an accepted connection; `None` refuses it.
-pub(crate) type AcceptGate = Arc<dyn Fn(SocketAddr) -> Option<IpPermit> + Send + Sync>;
+pub(crate) type AcceptGate = Arc<dyn Fn(SocketAddr) -> Option<SocketPermit> + Send + Sync>;
 
 /// An accepted socket with its per-IP permit and the time it was last used.
 pub(crate) struct Tracked {
     inner: TcpStream,
     last_used: Arc<AtomicU64>,
     started: Instant,
-    _permit: IpPermit,
+    _permit: SocketPermit,
 }
 
 impl Tracked {
-    fn new(inner: TcpStream, permit: IpPermit) -> Self {
+    fn new(inner: TcpStream, permit: SocketPermit) -> Self {
         Self {
             inner,
             last_used: Arc::default(),

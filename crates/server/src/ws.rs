@@ -70,7 +70,10 @@ pub(crate) async fn handler(
     let refused = |refusal: Refusal| app.refuse(refusal);
     app.admission.check_origin(origin).map_err(refused)?;
     let upgrade = upgrade.map_err(|rejection| ApiError::upgrade_required(rejection.body_text()))?;
-    let admitted = app.admission.admit(peer.ip()).map_err(refused)?;
+    let admitted = app
+        .admission
+        .admit(app.admission.client_ip(peer, &headers))
+        .map_err(refused)?;
     let presence = if watch_only {
         None
     } else {
