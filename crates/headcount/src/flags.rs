@@ -112,6 +112,14 @@ pub struct Flags {
     )]
     pub trusted_proxies: Vec<String>,
 
+    /// PEM certificate chain: serve HTTP, websockets and gRPC over TLS (reloaded when it changes).
+    #[arg(long, env = "HEADCOUNT_TLS_CERT", requires = "tls_key", value_name = "PATH")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "HEADCOUNT_TLS_KEY", requires = "tls_cert", value_name = "PATH")]
+    pub tls_key: Option<PathBuf>,
+
     /// Websocket connections this node accepts.
     #[arg(long, env = "HEADCOUNT_MAX_CONNECTIONS", allow_negative_numbers = true, default_value_t = default_count(DEFAULTS.max_connections), value_parser = clap::value_parser!(u64).range(1..=100_000_000), value_name = "N")]
     pub max_connections: u64,

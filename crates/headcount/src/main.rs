@@ -7,7 +7,7 @@ use std::{io::IsTerminal, net::SocketAddr, process::ExitCode, time::Duration};
 
 use anyhow::{Context, anyhow};
 use clap::{CommandFactory, FromArgMatches, parser::ValueSource};
-use headcount_server::{AdminToken, ClusterSecret, Listeners, Node, NodeConfig, TrustedProxies};
+use headcount_server::{AdminToken, ClusterSecret, Listeners, Node, NodeConfig, TlsFiles, TrustedProxies};
 use tokio::net::{TcpListener, TcpSocket, UdpSocket};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -125,6 +125,12 @@ async fn node_config(flags: &Flags) -> anyhow::Result<NodeConfig> {
     }
     config.cluster_secret = cluster_secret(flags)?;
     config.admin_token = admin_token(flags)?;
+    if let (Some(cert), Some(key)) = (&flags.tls_cert, &flags.tls_key) {
+        config.tls = Some(TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+        });
+    }
     config.trusted_proxies = TrustedProxies::parse(flags.trusted_proxies.iter().map(String::as_str))
         .map_err(|error| anyhow!("--trusted-proxies: {error}"))?;
     config.public_prefixes = flags

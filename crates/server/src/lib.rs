@@ -26,6 +26,7 @@ mod push;
 mod query;
 mod serve;
 mod state;
+mod tls;
 mod ws;
 
 pub use access::{AdminToken, InvalidAdminToken};
@@ -34,3 +35,4 @@ pub use headcount_cluster::{ClusterSecret, InvalidNodeName, NodeName, SecretTooS
 pub use node::{Listeners, Node, NodeConfig, StartError};
 pub use serve::{HttpTimings, accept_cap};
 pub use state::SessionTimings;
+pub use tls::{TlsError, TlsFiles};

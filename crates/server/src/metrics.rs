@@ -24,6 +24,7 @@ pub struct NodeMetrics {
     nodes: Gauge,
     pub(crate) sessions_opened: Family<Labels, Counter>,
     pub(crate) refused: Family<Labels, Counter>,
+    pub(crate) tls_reloads: Family<Labels, Counter>,
 }
 
 impl NodeMetrics {
@@ -62,8 +63,13 @@ impl NodeMetrics {
         );
         registry.register(
             "headcount_connections_refused",
-            "Websocket upgrades refused, by reason",
+            "Websocket upgrades, live streams, gRPC watches and TCP connections refused, by reason",
             metrics.refused.clone(),
+        );
+        registry.register(
+            "headcount_tls_reloads",
+            "Changed TLS files loaded (ok) or kept out because they did not load (error)",
+            metrics.tls_reloads.clone(),
         );
         metrics
     }

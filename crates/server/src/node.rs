@@ -35,8 +35,9 @@ use crate::{
     metrics::NodeMetrics,
     push::Hub,
     query::Query,
-    serve::{AcceptGate, HttpTimings, Tracked, grpc_incoming, serve_http},
+    serve::{AcceptGate, Accepting, Conn, HttpTimings, grpc_incoming, serve_http},
     state::{AppState, SessionTimings},
+    tls::{CertStore, GRPC_ALPN, HTTP_ALPN, TlsError, TlsFiles},
 };
 
 /// Everything a node is configured with (the binary maps flags onto it).
@@ -78,6 +79,8 @@ pub struct NodeConfig {
     pub public_prefixes: Vec<String>,
     /// Proxies whose `Forwarded` / `X-Forwarded-For` name the client.
     pub trusted_proxies: TrustedProxies,
+    /// Serve HTTP, websockets and gRPC over TLS with these files; none: plain.
+    pub tls: Option<TlsFiles>,
 }
 
 impl NodeConfig {
@@ -111,6 +114,7 @@ impl Default for NodeConfig {
             admin_token: None,
             public_prefixes: Vec::new(),
             trusted_proxies: TrustedProxies::default(),
+            tls: None,
         }
     }
 }
@@ -131,6 +135,9 @@ pub enum StartError {
     /// A listener's address could not be read.
     #[error("listener: {0}")]
     Io(#[from] std::io::Error),
+    /// The TLS certificate or key could not be loaded.
+    #[error("--tls-cert / --tls-key: {0}")]
+    Tls(#[from] TlsError),
     /// The gossip address other nodes would use is not routable.
     #[error("advertise address {0} is not routable: set --advertise")]
     Unroutable(SocketAddr),
@@ -161,6 +168,7 @@ impl Node {
         if advertise.ip().is_unspecified() {
             return Err(StartError::Unroutable(advertise));
         }
+        let certs = config.tls.clone().map(CertStore::load).transpose()?.map(Arc::new);
         let span = info_span!("node", node = %config.node_name);
         let tracker = TaskTracker::new();
         let mut registry = Registry::default();
@@ -204,6 +212,20 @@ impl Node {
             let admission = Arc::clone(&admission);
             Arc::new(move |peer: SocketAddr| admission.accept(peer.ip()))
         };
+        let (http_tls, grpc_tls) = match certs {
+            Some(certs) => {
+                let acceptors = (certs.acceptor(HTTP_ALPN)?, certs.acceptor(GRPC_ALPN)?);
+                let watch = certs.watch(metrics.tls_reloads.clone(), shutdown.clone());
+                tracker.spawn(watch.instrument(span.clone()));
+                (Some(acceptors.0), Some(acceptors.1))
+            }
+            None => (None, None),
+        };
+        let accepting = |tls| Accepting {
+            gate: Arc::clone(&gate),
+            tls,
+            metrics: metrics.clone(),
+        };
         let access = Arc::new(Access::new(config.admin_token.clone(), config.public_prefixes.clone()));
         let state = Arc::new(AppState {
             access: Arc::clone(&access),
@@ -227,8 +249,7 @@ impl Node {
             listeners.http,
             app(state),
             config.http,
-            Arc::clone(&gate),
-            metrics.clone(),
+            accepting(http_tls),
             shutdown.clone(),
             tracker.clone(),
         );
@@ -241,7 +262,7 @@ impl Node {
             metrics: metrics.clone(),
             sync: cluster.sync_service(),
         };
-        let incoming = grpc_incoming(listeners.grpc, gate, metrics);
+        let incoming = span.in_scope(|| grpc_incoming(listeners.grpc, accepting(grpc_tls), shutdown.clone(), &tracker));
         tracker.spawn(serve_grpc(incoming, grpc, shutdown).instrument(span.clone()));
         tracker.close();
         span.in_scope(|| info!(%http_addr, %grpc_addr, %gossip_addr, %advertise, "node started"));
@@ -278,7 +299,7 @@ const GRPC_KEEPALIVE: Duration = Duration::from_secs(30);
 const GRPC_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
 async fn serve_grpc(
-    incoming: impl Stream<Item = std::io::Result<Tracked>> + Send + 'static,
+    incoming: impl Stream<Item = std::io::Result<Conn>> + Send + 'static,
     parts: GrpcParts,
     shutdown: CancellationToken,
 ) {

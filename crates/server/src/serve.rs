@@ -23,7 +23,7 @@ use std::{
 };
 
 use axum::{Router, body::Body, extract::ConnectInfo, http::Request};
-use futures_util::{Stream, stream};
+use futures_util::Stream;
 use hyper::body::Incoming;
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
@@ -33,11 +33,14 @@ use hyper_util::{
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     net::{TcpListener, TcpStream},
+    sync::mpsc,
     time::Instant,
 };
+use tokio_rustls::{TlsAcceptor, server::TlsStream};
+use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tower::ServiceExt;
-use tracing::debug;
+use tracing::{Instrument, debug};
 
 use crate::{admission::SocketPermit, metrics::NodeMetrics};
 
@@ -171,34 +174,117 @@ async fn accept(listener: &TcpListener, gate: &AcceptGate, metrics: &NodeMetrics
     }
 }
 
+/// A served connection: plain, or TLS over the tracked socket.
+pub(crate) enum Conn {
+    /// Plain TCP.
+    Plain(Tracked),
+    /// TLS (boxed: its state is large and only some nodes use it).
+    Tls(Box<TlsStream<Tracked>>),
+}
+
+impl Conn {
+    /// Completes the TLS handshake when `tls` is set; a client that does
+    /// not finish it within `within` is dropped.
+    async fn open(io: Tracked, tls: Option<&TlsAcceptor>, within: Duration) -> Option<Self> {
+        let Some(acceptor) = tls else {
+            return Some(Self::Plain(io));
+        };
+        match tokio::time::timeout(within, acceptor.accept(io)).await {
+            Ok(Ok(stream)) => Some(Self::Tls(Box::new(stream))),
+            Ok(Err(error)) => {
+                debug!(%error, "tls handshake failed");
+                None
+            }
+            Err(_) => None,
+        }
+    }
+}
+
+impl AsyncRead for Conn {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(io) => Pin::new(io).poll_read(cx, buf),
+            Self::Tls(io) => Pin::new(io.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Conn {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Self::Plain(io) => Pin::new(io).poll_write(cx, buf),
+            Self::Tls(io) => Pin::new(io.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(io) => Pin::new(io).poll_flush(cx),
+            Self::Tls(io) => Pin::new(io.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(io) => Pin::new(io).poll_shutdown(cx),
+            Self::Tls(io) => Pin::new(io.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+impl tonic::transport::server::Connected for Conn {
+    type ConnectInfo = tonic::transport::server::TcpConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        match self {
+            Self::Plain(io) => io.connect_info(),
+            Self::Tls(io) => io.get_ref().0.connect_info(),
+        }
+    }
+}
+
+/// What a listener serves with: the per-IP gate, TLS if configured, and
+/// the metrics that count refusals.
+#[derive(Clone)]
+pub(crate) struct Accepting {
+    pub(crate) gate: AcceptGate,
+    pub(crate) tls: Option<TlsAcceptor>,
+    pub(crate) metrics: NodeMetrics,
+}
+
 /// Serves HTTP on `listener` until `shutdown`; connections are tracked by
 /// `tracker` and finish their response (or their upgrade) before it empties.
 pub(crate) async fn serve_http(
     listener: TcpListener,
     app: Router,
     timings: HttpTimings,
-    gate: AcceptGate,
-    metrics: NodeMetrics,
+    accepting: Accepting,
     shutdown: CancellationToken,
     tracker: TaskTracker,
 ) {
     loop {
         let (io, peer) = tokio::select! {
             () = shutdown.cancelled() => return,
-            accepted = accept(&listener, &gate, &metrics) => accepted,
+            accepted = accept(&listener, &accepting.gate, &accepting.metrics) => accepted,
         };
-        tracker.spawn(serve_connection(io, peer, app.clone(), timings, shutdown.clone()));
+        let (app, tls, shutdown) = (app.clone(), accepting.tls.clone(), shutdown.clone());
+        tracker.spawn(async move {
+            let idle = io.idle_for(timings.idle_timeout);
+            if let Some(conn) = Conn::open(io, tls.as_ref(), timings.header_read_timeout).await {
+                serve_connection(conn, idle, peer, app, timings, shutdown).await;
+            }
+        });
     }
 }
 
 async fn serve_connection(
-    io: Tracked,
+    conn: Conn,
+    idle: impl Future<Output = ()>,
     peer: SocketAddr,
     app: Router,
     timings: HttpTimings,
     shutdown: CancellationToken,
 ) {
-    let idle = io.idle_for(timings.idle_timeout);
     let service = app.map_request(move |request: Request<Incoming>| {
         let mut request = request.map(Body::new);
         request.extensions_mut().insert(ConnectInfo(peer));
@@ -210,7 +296,7 @@ async fn serve_connection(
         .timer(TokioTimer::new())
         .header_read_timeout(timings.header_read_timeout);
     builder.http2().timer(TokioTimer::new()).enable_connect_protocol();
-    let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), TowerToHyperService::new(service));
+    let connection = builder.serve_connection_with_upgrades(TokioIo::new(conn), TowerToHyperService::new(service));
     tokio::pin!(connection, idle);
     let stop = tokio::select! {
         served = connection.as_mut() => {
@@ -227,14 +313,40 @@ async fn serve_connection(
     let _ = tokio::time::timeout(SHUTDOWN_GRACE, connection).await;
 }
 
-/// The accepted connections of the gRPC server, through the same gate.
+/// Handshakes that may wait for the gRPC server to take them.
+const GRPC_ACCEPT_QUEUE: usize = 64;
+/// How long a gRPC client may take to finish its TLS handshake.
+const GRPC_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The accepted (and, with TLS, handshaken) connections of the gRPC server,
+/// through the same gate. Handshakes run on their own tasks, so a slow
+/// client never holds up the next one; accepting stops on `shutdown` or
+/// when the server stops taking connections.
 pub(crate) fn grpc_incoming(
     listener: TcpListener,
-    gate: AcceptGate,
-    metrics: NodeMetrics,
-) -> impl Stream<Item = io::Result<Tracked>> + Send + 'static {
-    stream::unfold((listener, gate, metrics), |(listener, gate, metrics)| async move {
-        let (io, _) = accept(&listener, &gate, &metrics).await;
-        Some((Ok(io), (listener, gate, metrics)))
-    })
+    accepting: Accepting,
+    shutdown: CancellationToken,
+    tracker: &TaskTracker,
+) -> impl Stream<Item = io::Result<Conn>> + Send + 'static {
+    let (ready, incoming) = mpsc::channel(GRPC_ACCEPT_QUEUE);
+    let handshakes = tracker.clone();
+    tracker.spawn(
+        async move {
+            loop {
+                let (io, _) = tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = ready.closed() => return,
+                    accepted = accept(&listener, &accepting.gate, &accepting.metrics) => accepted,
+                };
+                let (tls, ready) = (accepting.tls.clone(), ready.clone());
+                handshakes.spawn(async move {
+                    if let Some(conn) = Conn::open(io, tls.as_ref(), GRPC_HANDSHAKE_TIMEOUT).await {
+                        let _ = ready.send(Ok(conn)).await;
+                    }
+                });
+            }
+        }
+        .in_current_span(),
+    );
+    ReceiverStream::new(incoming)
 }
