@@ -564,6 +564,10 @@ async fn reflection_lists_the_public_services_and_describes_them() {
     for expected in ["headcount.v1.Counter", "headcount.v1.Cluster", "grpc.health.v1.Health"] {
         assert!(services.contains(&expected), "{expected} is not listed: {services:?}");
     }
+    assert!(
+        !services.iter().any(|name| name.starts_with("headcount.cluster")),
+        "the protocol between nodes is not advertised: {services:?}"
+    );
 
     let described = responses
         .message()

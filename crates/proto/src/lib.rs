@@ -16,5 +16,5 @@ pub mod cluster {
     tonic::include_proto!("headcount.cluster.v1");
 }
 
-/// The encoded `FileDescriptorSet` of every proto file, for gRPC reflection.
+/// The encoded `FileDescriptorSet` of the public API, for gRPC reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("headcount_descriptor");
