@@ -9,7 +9,7 @@
 //! when anything a reader sees has changed.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::HashSet,
     net::SocketAddr,
     num::{NonZeroU32, NonZeroUsize},
     sync::{Arc, Mutex, PoisonError},
@@ -29,6 +29,7 @@ use tracing::{Instrument, debug, debug_span, info, info_span, warn};
 
 use crate::{
     broadcast::UpdateHandler,
+    down::DownMembers,
     envelope::Sealer,
     identity::NodeId,
     metrics::ClusterMetrics,
@@ -36,7 +37,7 @@ use crate::{
     state::{ClusterState, FullState, Outcome, PeerLimits, Update},
     sync_client::{self, PullError},
     sync_server::StateRequest,
-    timings::{ANNOUNCE_INTERVAL, DIGEST_INTERVAL, LIST_DOWN_FOR, PROBE_PERIOD, PROBE_RTT, STALE_AFTER_ROUNDS},
+    timings::{ANNOUNCE_INTERVAL, DIGEST_INTERVAL, PROBE_PERIOD, PROBE_RTT, STALE_AFTER_ROUNDS},
     view::{ClusterView, MemberInfo, MemberState},
 };
 
@@ -90,7 +91,7 @@ pub(crate) struct Gossip {
     commands_tx: mpsc::Sender<Command>,
     pulling: HashSet<String>,
     previous_gaps: HashSet<String>,
-    down_since: HashMap<SocketAddr, Instant>,
+    down: DownMembers,
     /// Every seed resolved to this node itself: it is the cluster.
     seeded_alone: bool,
     /// When this node last sent an update or digest.
@@ -185,7 +186,7 @@ impl Gossip {
             commands_tx,
             pulling: HashSet::new(),
             previous_gaps: HashSet::new(),
-            down_since: HashMap::new(),
+            down: DownMembers::default(),
             seeded_alone: false,
             last_sent: Instant::now(),
             metrics: parts.metrics,
@@ -288,7 +289,7 @@ impl Gossip {
             self.view_dirty = true;
         }
         let active: HashSet<SocketAddr> = self.foca.iter_members().map(|member| member.id().gossip).collect();
-        let down = self.down_since.keys().copied();
+        let down = self.down.due(Instant::now());
         let targets: HashSet<SocketAddr> = seeds.into_iter().chain(down).collect();
         for addr in targets {
             if addr != self.identity.gossip && !active.contains(&addr) {
@@ -316,9 +317,6 @@ impl Gossip {
             self.pull(&name);
         }
         self.previous_gaps = gaps;
-        let now = Instant::now();
-        self.down_since
-            .retain(|_, since| now.duration_since(*since) < LIST_DOWN_FOR);
         self.view_dirty = true;
     }
 
@@ -453,7 +451,7 @@ impl Gossip {
 
     fn member_up(&mut self, id: &NodeId) {
         info!(peer = %id.name, addr = %id.gossip, "member up");
-        self.down_since.remove(&id.gossip);
+        self.down.came_up(id.gossip);
         if self.state.member_up(&id.name, id.incarnation, Instant::now()) {
             self.pull(&id.name);
         }
@@ -461,7 +459,7 @@ impl Gossip {
 
     fn member_down(&mut self, id: &NodeId) {
         info!(peer = %id.name, addr = %id.gossip, "member down");
-        self.down_since.insert(id.gossip, Instant::now());
+        self.down.went_down(id.gossip, Instant::now());
         self.state.member_down(&id.name, id.incarnation);
     }
 
@@ -480,7 +478,7 @@ impl Gossip {
                 let state = match member.state() {
                     foca::State::Alive => MemberState::Alive,
                     foca::State::Suspect => MemberState::Suspect,
-                    foca::State::Down if self.down_since.contains_key(&id.gossip) => MemberState::Down,
+                    foca::State::Down if self.down.contains(id.gossip) => MemberState::Down,
                     foca::State::Down => return None,
                 };
                 counts[state as usize] += 1;

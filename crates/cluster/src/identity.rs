@@ -19,6 +19,7 @@ use std::{
 use foca::Identity;
 use headcount_proto::cluster::NodeRef;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 /// Longest node name accepted, in bytes; keeps every SWIM packet small.
 pub const MAX_NODE_NAME_BYTES: usize = 64;
@@ -45,9 +46,28 @@ impl NodeName {
         Ok(Self(name.to_owned()))
     }
 
-    /// This host's name, or `headcount` when the host name breaks the rule.
+    /// This host's name. One too long is cut and given a hash of the whole
+    /// name, so long host names that share a beginning stay distinct; one
+    /// that cannot be a name at all (empty, control characters) is
+    /// `headcount`.
     pub fn of_this_host() -> Self {
-        Self::new(&gethostname::gethostname().to_string_lossy()).unwrap_or_else(|_| Self(FALLBACK_NAME.to_owned()))
+        Self::from_host(&gethostname::gethostname().to_string_lossy())
+    }
+
+    fn from_host(host: &str) -> Self {
+        if let Ok(name) = Self::new(host) {
+            return name;
+        }
+        if host.is_empty() || host.chars().any(char::is_control) {
+            return Self(FALLBACK_NAME.to_owned());
+        }
+        let hash = Sha256::digest(host.as_bytes());
+        let suffix: String = hash.iter().take(4).map(|byte| format!("{byte:02x}")).collect();
+        let mut cut = MAX_NODE_NAME_BYTES - suffix.len() - 1;
+        while !host.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        Self(format!("{}-{suffix}", &host[..cut]))
     }
 
     /// The name as a string.
@@ -73,7 +93,10 @@ impl std::str::FromStr for NodeName {
 /// One incarnation of one node.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct NodeId {
-    /// The node's `--node-name`.
+    /// The node's `--node-name` (empty only in the stand-in for a seed).
+    /// Decoding refuses any other name that breaks the rule, so a packet
+    /// cannot bring an invalid name into the membership, secret or not.
+    #[serde(deserialize_with = "wire_name")]
     pub name: String,
     /// Gossip address other nodes send to (`--advertise`).
     pub gossip: SocketAddr,
@@ -123,6 +146,15 @@ impl NodeId {
     }
 }
 
+fn wire_name<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    let name = String::deserialize(deserializer)?;
+    if name.is_empty() || NodeName::new(&name).is_ok() {
+        Ok(name)
+    } else {
+        Err(serde::de::Error::custom(InvalidNodeName))
+    }
+}
+
 impl Identity for NodeId {
     type Addr = SocketAddr;
 
@@ -166,6 +198,28 @@ mod tests {
             assert_eq!(NodeName::new(&bad), Err(InvalidNodeName), "{bad:?}");
         }
         assert!(NodeName::new(NodeName::of_this_host().as_str()).is_ok());
+    }
+
+    #[test]
+    fn long_host_names_stay_distinct_and_valid() {
+        let stem = "pod-".repeat(20);
+        let a = NodeName::from_host(&format!("{stem}a.cluster.local"));
+        let b = NodeName::from_host(&format!("{stem}b.cluster.local"));
+        assert_ne!(a, b);
+        assert!(NodeName::new(a.as_str()).is_ok() && a.as_str().len() <= MAX_NODE_NAME_BYTES);
+        assert!(NodeName::from_host("é".repeat(40).as_str()).as_str().len() <= MAX_NODE_NAME_BYTES);
+        assert_eq!(NodeName::from_host("").as_str(), "headcount");
+        assert_eq!(NodeName::from_host("web-1").as_str(), "web-1");
+    }
+
+    #[test]
+    fn identities_with_invalid_names_do_not_decode() {
+        let mut id = NodeId::starting_now(&name("a"), "127.0.0.1:7946".parse().expect("addr"), 9090);
+        let round_trip = |id: &NodeId| postcard::from_bytes::<NodeId>(&postcard::to_allocvec(id).expect("encodes"));
+        assert_eq!(round_trip(&id).ok(), Some(id.clone()));
+        assert!(round_trip(&NodeId::seed(id.gossip)).is_ok(), "the seed stand-in");
+        id.name = format!("{}\u{1b}[31m", "x".repeat(300));
+        assert!(round_trip(&id).is_err(), "a 300-byte name with an escape sequence");
     }
 
     fn id(incarnation: u64) -> NodeId {

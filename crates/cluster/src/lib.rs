@@ -15,6 +15,7 @@
 //! `sync_server`).
 
 pub mod broadcast;
+mod down;
 pub mod envelope;
 mod gossip;
 mod identity;

@@ -20,6 +20,8 @@ pub const DIGEST_INTERVAL: Duration = Duration::from_secs(1);
 /// How often seeds and recently down members are announced to, so a new
 /// node finds the cluster and the sides of a healed partition find each other.
 pub const ANNOUNCE_INTERVAL: Duration = Duration::from_secs(1);
+/// Announces to one down member back off up to this.
+pub const ANNOUNCE_BACKOFF_MAX: Duration = Duration::from_secs(60);
 /// Down members are listed in the view (and announced to) this long.
 pub const LIST_DOWN_FOR: Duration = Duration::from_secs(300);
 /// A live member whose gossip has not been heard for this many rounds (at
