@@ -100,7 +100,11 @@ impl counter_server::Counter for CounterApi {
         self.access
             .listing(authorization.as_deref(), &request.prefix)
             .map_err(unauthenticated)?;
-        let list = self.query.list(&request.prefix, request.limit);
+        let list = self
+            .query
+            .list_for_request(&request.prefix, request.limit)
+            .await
+            .map_err(|busy| Status::unavailable(busy.to_string()))?;
         let topics = list
             .topics
             .into_iter()

@@ -32,7 +32,12 @@ pub(crate) async fn counts(
 ) -> Result<Json<TopicList>, ApiError> {
     let request = ListParams::parse(params, MinLimit::One)?;
     app.access.listing(authorization(&headers), &request.prefix)?;
-    Ok(Json(app.query.list(&request.prefix, request.limit)))
+    let list = app
+        .query
+        .list_for_request(&request.prefix, request.limit)
+        .await
+        .map_err(|busy| ApiError::unavailable(busy.to_string()))?;
+    Ok(Json(list))
 }
 
 pub(crate) async fn cluster(

@@ -98,7 +98,11 @@ pub(crate) async fn counts(
     let request = ListParams::parse(params, MinLimit::Zero)?;
     app.access.listing(authorization(&headers), &request.prefix)?;
     let held = admit(&app, peer, &headers)?;
-    let listings = WatchStream::new(app.hub.subscribe_listing(&request, &app.query));
+    let listing = app
+        .hub
+        .subscribe_listing(&request, &app.query)
+        .ok_or_else(|| ApiError::unavailable("too many distinct live listings; try again"))?;
+    let listings = WatchStream::new(listing);
     let events = listings.map(|list| json_event(&*list));
     Ok(respond(&app, &headers, held, events))
 }

@@ -27,6 +27,9 @@ use crate::{
     query::{Query, TopicList},
 };
 
+/// Distinct listings (prefix and limit) watched at once.
+pub const MAX_LISTINGS: usize = 256;
+
 /// Per-topic channels of cluster-wide counts.
 ///
 /// Closing the hub (on shutdown) drops every sender: each watcher's
@@ -57,13 +60,18 @@ impl Hub {
 
     /// Watches a listing; a listing nobody watched yet is read from `query`
     /// now. The receiver's current value is the listing to send first.
-    pub fn subscribe_listing(&self, request: &ListRequest, query: &Query) -> watch::Receiver<Arc<TopicList>> {
+    /// `None` when [`MAX_LISTINGS`] other listings are watched already: each
+    /// costs a walk over every topic per round.
+    pub fn subscribe_listing(&self, request: &ListRequest, query: &Query) -> Option<watch::Receiver<Arc<TopicList>>> {
+        if self.listings.len() >= MAX_LISTINGS && !self.listings.contains_key(request) {
+            return None;
+        }
         let entry = self.listings.entry(request.clone());
         let current = || Arc::new(query.list(&request.prefix, request.limit));
         if self.closed.load(Ordering::SeqCst) {
-            return watch::channel(current()).1;
+            return Some(watch::channel(current()).1);
         }
-        entry.or_insert_with(|| watch::channel(current()).0).subscribe()
+        Some(entry.or_insert_with(|| watch::channel(current()).0).subscribe())
     }
 
     /// Ends every watch: current and future receivers see the channel closed.
@@ -179,7 +187,7 @@ mod tests {
             prefix: "site/".into(),
             limit: 0,
         };
-        let mut watcher = hub.subscribe_listing(&site, &query);
+        let mut watcher = hub.subscribe_listing(&site, &query).expect("room");
         assert_eq!(watcher.borrow_and_update().total, 0);
         let _elsewhere = table.join(&Topic::new("other/x").expect("valid")).expect("room");
         hub.refresh(&query);
@@ -190,6 +198,29 @@ mod tests {
         assert_eq!(watcher.borrow_and_update().total, 1);
         hub.close();
         assert!(watcher.has_changed().is_err(), "closing ends listing watchers too");
+    }
+
+    #[test]
+    fn distinct_listings_are_bounded() {
+        let (hub, query, _table) = setup();
+        let listing = |i: usize| ListRequest {
+            prefix: format!("site-{i}/"),
+            limit: 1,
+        };
+        let held: Vec<_> = (0..MAX_LISTINGS)
+            .map(|i| hub.subscribe_listing(&listing(i), &query).expect("room"))
+            .collect();
+        assert!(hub.subscribe_listing(&listing(MAX_LISTINGS), &query).is_none());
+        assert!(
+            hub.subscribe_listing(&listing(0), &query).is_some(),
+            "a watched one is shared"
+        );
+        drop(held);
+        hub.refresh(&query);
+        assert!(
+            hub.subscribe_listing(&listing(MAX_LISTINGS), &query).is_some(),
+            "room again"
+        );
     }
 
     #[test]

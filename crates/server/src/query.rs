@@ -6,12 +6,16 @@
 //! of the latest counts of the other live nodes, taken from the newest
 //! cluster view snapshot.
 
-use std::{cmp::Reverse, sync::Arc, time::Instant};
+use std::{
+    cmp::Reverse,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use headcount_cluster::{ClusterView, MemberState};
 use headcount_counter::{CounterTable, Topic};
 use serde::Serialize;
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 
 /// A topic's count as this node sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -74,17 +78,49 @@ pub struct Members {
     pub members: Vec<Member>,
 }
 
+/// Listings computed at once for requests (`/counts`, `ListTopics`): each
+/// walks every topic, so a flood of them may take one core, never all.
+const LISTING_SLOTS: usize = 1;
+/// How long a listing request waits for a slot before it is turned away.
+const LISTING_WAIT: Duration = Duration::from_secs(2);
+
+/// Every listing slot stayed busy for [`LISTING_WAIT`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("too many listings at once; try again")]
+pub struct ListingBusy;
+
 /// Reads counts for every API.
 #[derive(Clone)]
 pub struct Query {
     table: CounterTable,
     view: watch::Receiver<Arc<ClusterView>>,
+    listing_slots: Arc<Semaphore>,
 }
 
 impl Query {
     /// Reads `table` (local) and the views published on `view` (remote).
     pub fn new(table: CounterTable, view: watch::Receiver<Arc<ClusterView>>) -> Self {
-        Self { table, view }
+        Self {
+            table,
+            view,
+            listing_slots: Arc::new(Semaphore::new(LISTING_SLOTS)),
+        }
+    }
+
+    /// [`Query::list`] for a request: on a blocking thread, one at a time,
+    /// so listings never starve websocket joins and count reads.
+    pub async fn list_for_request(&self, prefix: &str, limit: usize) -> Result<TopicList, ListingBusy> {
+        let slot = tokio::time::timeout(LISTING_WAIT, Arc::clone(&self.listing_slots).acquire_owned())
+            .await
+            .map_err(|_| ListingBusy)?
+            .map_err(|_| ListingBusy)?;
+        let (query, prefix) = (self.clone(), prefix.to_owned());
+        tokio::task::spawn_blocking(move || {
+            let _slot = slot;
+            query.list(&prefix, limit)
+        })
+        .await
+        .map_err(|_| ListingBusy)
     }
 
     /// The newest cluster view.
