@@ -7,7 +7,7 @@ use std::{io, net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use futures_util::StreamExt;
 use headcount_proto::v1::{GetCountRequest, counter_client::CounterClient};
-use headcount_server::TlsFiles;
+use headcount_server::{ClusterSecret, NodeConfig, NodeName, TlsFiles};
 use headcount_tests::{TestNode, eventually, test_config};
 use hyper_util::rt::TokioIo;
 use rustls::{ClientConfig, RootCertStore, pki_types::ServerName};
@@ -95,12 +95,24 @@ async fn metric(node: &TestNode, connector: &TlsConnector, sample: &str) -> f64 
 }
 
 async fn tls_node(dir: &Dir, cert: &str, key: &str) -> TestNode {
+    tls_node_with(dir, cert, key, |_| {}).await
+}
+
+async fn tls_node_with(dir: &Dir, cert: &str, key: &str, tweak: impl FnOnce(&mut NodeConfig)) -> TestNode {
     let mut config = test_config("a");
     config.tls = Some(TlsFiles {
         cert: dir.write("cert.pem", cert),
         key: dir.write("key.pem", key),
     });
+    tweak(&mut config);
     TestNode::start(config).await
+}
+
+/// The cluster-wide count of `topic` on `node`, read over TLS.
+async fn count(node: &TestNode, connector: &TlsConnector, topic: &str) -> Option<u64> {
+    let answer = https_get(node.http, connector, &format!("/count/{topic}")).await.ok()?;
+    let body = answer.split("\r\n\r\n").nth(1)?;
+    serde_json::from_str::<serde_json::Value>(body).ok()?["count"].as_u64()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -184,5 +196,48 @@ async fn a_renewed_certificate_is_served_without_a_restart() {
     assert!(
         https_get(node.http, &new, "/healthz").await.is_ok(),
         "a broken file keeps the last good certificate"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_cluster_repairs_by_pulling_over_tls() {
+    let dir = Dir::new("tls-cluster");
+    let (cert, key, der) = certificate();
+    let secret = || Some(ClusterSecret::new(b"a-cluster-secret-for-tls".to_vec()).expect("long enough"));
+    let a = tls_node_with(&dir, &cert, &key, |config| config.cluster_secret = secret()).await;
+    let http = trusting(&der, &[b"http/1.1"]);
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let stream = connect(a.http, &http).await.expect("tls");
+        let (socket, _) = tokio_tungstenite::client_async("wss://localhost/ws/news", stream)
+            .await
+            .expect("websocket over TLS");
+        held.push(socket);
+    }
+    eventually(SOON, "a counts its 3 visitors", || async {
+        count(&a, &http, "news").await == Some(3)
+    })
+    .await;
+
+    // b pulls a's full state as soon as it meets a, over TLS to a's gRPC
+    // port; the pull must succeed.
+    let b = tls_node_with(&dir, &cert, &key, |config| {
+        config.node_name = NodeName::new("b").expect("valid");
+        config.cluster_secret = secret();
+        config.seeds = vec![a.gossip.to_string()];
+    })
+    .await;
+    eventually(SOON, "b counts a's visitors", || async {
+        count(&b, &http, "news").await == Some(3)
+    })
+    .await;
+    eventually(SOON, "b's pull of a's state succeeded", || async {
+        metric(&b, &http, "headcount_cluster_pulls_total{result=\"ok\"}").await >= 1.0
+    })
+    .await;
+    assert_eq!(
+        metric(&b, &http, "headcount_cluster_pulls_total{result=\"error\"}").await,
+        0.0,
+        "no pull failed"
     );
 }

@@ -24,6 +24,7 @@ use tokio::{
     net::UdpSocket,
     sync::{mpsc, watch},
 };
+use tokio_rustls::TlsConnector;
 use tokio_util::{sync::CancellationToken, task::TaskTracker, time::DelayQueue};
 use tracing::{Instrument, debug, debug_span, info, info_span, warn};
 
@@ -65,6 +66,7 @@ enum Command {
 /// The settings the gossip task runs with.
 pub(crate) struct GossipSettings {
     pub(crate) identity: NodeId,
+    pub(crate) sync_tls: Option<TlsConnector>,
     pub(crate) peer_limits: PeerLimits,
     pub(crate) interval: Duration,
     pub(crate) suspect_timeout: Duration,
@@ -82,6 +84,8 @@ pub(crate) struct Gossip {
     state: ClusterState,
     /// Largest full state a peer may answer a pull with.
     max_state_bytes: usize,
+    /// Pulls speak TLS (the cluster's gRPC ports serve TLS).
+    sync_tls: Option<TlsConnector>,
     table: CounterTable,
     published: Published,
     view: watch::Sender<Arc<ClusterView>>,
@@ -177,6 +181,7 @@ impl Gossip {
             inbox,
             state: ClusterState::new(settings.peer_limits),
             max_state_bytes: settings.peer_limits.max_state_bytes(),
+            sync_tls: settings.sync_tls,
             table: parts.table,
             published: Published::default(),
             view: parts.view,
@@ -335,13 +340,14 @@ impl Gossip {
         }
         let sealer = self.sealer.clone();
         let max_state_bytes = self.max_state_bytes;
+        let tls = self.sync_tls.clone();
         let commands = self.commands_tx.clone();
         let shutdown = self.shutdown.clone();
         let span = info_span!("pull", peer = %target.name);
         let pull = async move {
             let result = tokio::select! {
                 () = shutdown.cancelled() => return,
-                result = sync_client::pull(&sealer, &target, max_state_bytes) => result,
+                result = sync_client::pull(&sealer, &target, max_state_bytes, tls.as_ref()) => result,
             };
             // The gossip task is gone only when shutting down.
             let _ = commands

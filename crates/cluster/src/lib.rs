@@ -24,6 +24,7 @@ mod published;
 pub mod state;
 mod sync_client;
 mod sync_server;
+mod sync_tls;
 pub mod timings;
 mod view;
 
@@ -74,6 +75,8 @@ pub struct ClusterConfig {
     pub secret: Option<ClusterSecret>,
     /// What a peer may claim: counts and topics beyond are refused.
     pub peer_limits: PeerLimits,
+    /// The cluster's gRPC ports serve TLS: pulls speak it too.
+    pub sync_tls: bool,
 }
 
 /// A running cluster layer: the view for readers, the sync service for the
@@ -87,7 +90,7 @@ impl Cluster {
     /// Starts the gossip task and the seed announcer on `tracker`, in the
     /// current tracing span. `socket` is the bound gossip socket; `table` is
     /// this node's local counts. Both tasks stop on `shutdown`, the gossip
-    /// task after leaving.
+    /// task after leaving. Fails only if TLS for pulls cannot be set up.
     pub fn start(
         config: ClusterConfig,
         socket: UdpSocket,
@@ -95,7 +98,8 @@ impl Cluster {
         registry: &mut Registry,
         tracker: &TaskTracker,
         shutdown: CancellationToken,
-    ) -> Self {
+    ) -> Result<Self, rustls::Error> {
+        let sync_tls = config.sync_tls.then(sync_tls::connector).transpose()?;
         let metrics = ClusterMetrics::register(registry);
         let identity = NodeId::starting_now(&config.node_name, config.advertise, config.sync_port);
         let sealer = Sealer::new(config.secret.as_ref().map(ClusterSecret::as_bytes), MAX_DATAGRAM);
@@ -111,6 +115,7 @@ impl Cluster {
         );
         let settings = GossipSettings {
             identity,
+            sync_tls,
             peer_limits: config.peer_limits,
             interval: config.gossip_interval,
             suspect_timeout: config.suspect_timeout,
@@ -126,7 +131,7 @@ impl Cluster {
             shutdown,
         };
         gossip::spawn(settings, parts, config.seeds);
-        Self { view, sync }
+        Ok(Self { view, sync })
     }
 
     /// The latest cluster view, updated by the gossip task.

@@ -138,6 +138,9 @@ pub enum StartError {
     /// The TLS certificate or key could not be loaded.
     #[error("--tls-cert / --tls-key: {0}")]
     Tls(#[from] TlsError),
+    /// TLS for pulls between nodes could not be set up.
+    #[error("tls for pulls between nodes: {0}")]
+    SyncTls(#[from] rustls::Error),
     /// The gossip address other nodes would use is not routable.
     #[error("advertise address {0} is not routable: set --advertise")]
     Unroutable(SocketAddr),
@@ -181,6 +184,7 @@ impl Node {
             gossip_interval: config.gossip_interval,
             suspect_timeout: config.suspect_timeout,
             secret: config.cluster_secret.clone(),
+            sync_tls: config.tls.is_some(),
             peer_limits: PeerLimits {
                 max_count: u64::try_from(config.max_connections).unwrap_or(u64::MAX),
                 max_topics: config.max_topics,
@@ -195,7 +199,7 @@ impl Node {
                 &tracker,
                 shutdown.clone(),
             )
-        });
+        })?;
         let query = Query::new(table.clone(), cluster.view());
         let metrics = NodeMetrics::register(&mut registry);
         let hub = Arc::new(Hub::default());
