@@ -136,6 +136,23 @@ impl Sealer {
         self.open_at(expected, bytes, now_ms())
     }
 
+    /// Opens a datagram of the gossip port: a SWIM packet or a count update.
+    pub fn open_datagram(&self, bytes: &[u8]) -> Result<(Kind, Vec<u8>), DropReason> {
+        self.open_datagram_at(bytes, now_ms())
+    }
+
+    fn open_datagram_at(&self, bytes: &[u8], now_ms: u64) -> Result<(Kind, Vec<u8>), DropReason> {
+        if bytes.len() > self.max_len {
+            return Err(DropReason::Oversized);
+        }
+        let envelope = Envelope::decode(bytes).map_err(|_| DropReason::Malformed)?;
+        let kind = match Kind::try_from(envelope.kind) {
+            Ok(kind @ (Kind::Gossip | Kind::Counts)) => kind,
+            _ => return Err(DropReason::WrongKind),
+        };
+        self.check(kind, envelope, now_ms).map(|body| (kind, body))
+    }
+
     /// Checks a decoded envelope and returns its body.
     pub fn open_envelope(&self, expected: Kind, envelope: Envelope) -> Result<Vec<u8>, DropReason> {
         self.check(expected, envelope, now_ms())
@@ -207,6 +224,17 @@ mod tests {
         assert_eq!(ClusterSecret::new(vec![b'k'; 15]), Err(SecretTooShort));
         let secret = ClusterSecret::new(b"a-long-enough-secret".to_vec()).expect("16 bytes or more");
         assert!(!format!("{secret:?}").contains("long-enough"));
+    }
+
+    #[test]
+    fn the_gossip_port_takes_swim_packets_and_count_updates_only() {
+        let sealer = Sealer::new(Some(b"a-long-enough-secret"), 2048);
+        for kind in [Kind::Gossip, Kind::Counts] {
+            let sealed = sealer.seal_at(kind, b"x".to_vec(), NOW).encode_to_vec();
+            assert_eq!(sealer.open_datagram_at(&sealed, NOW), Ok((kind, b"x".to_vec())));
+        }
+        let pull = sealer.seal_at(Kind::PullRequest, b"x".to_vec(), NOW).encode_to_vec();
+        assert_eq!(sealer.open_datagram_at(&pull, NOW), Err(DropReason::WrongKind));
     }
 
     #[test]

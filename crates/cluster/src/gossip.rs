@@ -2,21 +2,23 @@
 //! and of the cluster state.
 //!
 //! It loops over `select! { biased; shutdown, timers, datagrams, state
-//! requests, commands, round }`. foca is driven through an accumulating runtime that the task
-//! drains after every input: datagrams are sealed and sent, timers go to a
-//! delay queue, membership notifications and received count updates are
-//! merged into [`ClusterState`], and a fresh [`ClusterView`] is published
-//! when anything a reader sees has changed.
+//! requests, commands, round }`. foca is driven through an accumulating
+//! runtime that the task drains after every input: datagrams are sealed and
+//! sent, timers go to a delay queue, membership notifications are merged
+//! into [`ClusterState`]. Count updates do not ride foca: each round this
+//! node sends its own straight to every member, and accepts others' only
+//! from their origin's address. A fresh [`ClusterView`] is published when
+//! anything a reader sees has changed.
 
 use std::{
     collections::HashSet,
     net::SocketAddr,
     num::{NonZeroU32, NonZeroUsize},
-    sync::{Arc, Mutex, PoisonError},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
-use foca::{AccumulatingRuntime, Config, Foca, OwnedNotification, PostcardCodec, Timer};
+use foca::{AccumulatingRuntime, Config, Foca, NoCustomBroadcast, OwnedNotification, PostcardCodec, Timer};
 use headcount_counter::CounterTable;
 use headcount_proto::cluster::Kind;
 use rand::{SeedableRng, rngs::StdRng};
@@ -29,13 +31,13 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker, time::DelayQueue};
 use tracing::{Instrument, debug, debug_span, info, info_span, warn};
 
 use crate::{
-    broadcast::UpdateHandler,
+    broadcast::{check_origin, decode_update},
     down::DownMembers,
     envelope::Sealer,
     identity::NodeId,
     metrics::ClusterMetrics,
     published::Published,
-    state::{ClusterState, FullState, Outcome, PeerLimits, Update},
+    state::{ClusterState, FullState, Outcome, PeerLimits},
     sync_client::{self, PullError},
     sync_server::StateRequest,
     timings::{ANNOUNCE_INTERVAL, DIGEST_INTERVAL, PROBE_PERIOD, PROBE_RTT, STALE_AFTER_ROUNDS},
@@ -50,7 +52,7 @@ pub(crate) const MAX_DATAGRAM: usize = 1500;
 /// Depth of the gossip task's command queue.
 const COMMAND_QUEUE: usize = 256;
 
-type SwimNode = Foca<NodeId, PostcardCodec, StdRng, UpdateHandler>;
+type SwimNode = Foca<NodeId, PostcardCodec, StdRng, NoCustomBroadcast>;
 
 /// What the task's helpers (the seed announcer, finished pulls) tell it.
 enum Command {
@@ -80,7 +82,6 @@ pub(crate) struct Gossip {
     timers: DelayQueue<Timer<NodeId>>,
     socket: UdpSocket,
     sealer: Sealer,
-    inbox: Arc<Mutex<Vec<Update>>>,
     state: ClusterState,
     /// Largest full state a peer may answer a pull with.
     max_state_bytes: usize,
@@ -161,14 +162,11 @@ impl Gossip {
         commands: mpsc::Receiver<Command>,
         commands_tx: mpsc::Sender<Command>,
     ) -> Self {
-        let inbox = Arc::new(Mutex::new(Vec::new()));
-        let handler = UpdateHandler::new(settings.identity.name.clone(), Arc::clone(&inbox));
-        let foca = Foca::with_custom_broadcast(
+        let foca = Foca::new(
             settings.identity.clone(),
             swim_config(settings.suspect_timeout),
             StdRng::from_rng(&mut rand::rng()),
             PostcardCodec,
-            handler,
         );
         Self {
             identity: settings.identity,
@@ -178,7 +176,6 @@ impl Gossip {
             timers: DelayQueue::new(),
             socket: parts.socket,
             sealer: parts.sealer,
-            inbox,
             state: ClusterState::new(settings.peer_limits),
             max_state_bytes: settings.peer_limits.max_state_bytes(),
             sync_tls: settings.sync_tls,
@@ -214,7 +211,7 @@ impl Gossip {
                     log_foca_error("timer", result);
                 }
                 received = self.socket.recv_from(&mut buf) => match received {
-                    Ok((len, _)) => self.on_datagram(&buf[..len]),
+                    Ok((len, from)) => self.on_datagram(&buf[..len], from),
                     Err(error) => debug!(%error, "gossip receive failed"),
                 },
                 Some(reply) = self.state_requests.recv() => {
@@ -235,11 +232,12 @@ impl Gossip {
         self.leave();
     }
 
-    fn on_datagram(&mut self, data: &[u8]) {
+    fn on_datagram(&mut self, data: &[u8], from: SocketAddr) {
         self.metrics.received_packets.inc();
         self.metrics.received_bytes.inc_by(data.len() as u64);
-        match self.sealer.open(Kind::Gossip, data) {
-            Ok(body) => {
+        match self.sealer.open_datagram(data) {
+            Ok((Kind::Counts, body)) => self.on_counts(&body, from),
+            Ok((_, body)) => {
                 if let Err(error) = self.foca.handle_data(&body, &mut self.runtime) {
                     debug!(%error, "gossip packet rejected");
                     self.metrics.dropped("rejected");
@@ -249,6 +247,43 @@ impl Gossip {
                 debug!(%reason, "gossip datagram dropped");
                 self.metrics.dropped(reason.label());
             }
+        }
+    }
+
+    /// Merges a count update (or digest) that its origin sent from `from`.
+    fn on_counts(&mut self, body: &[u8], from: SocketAddr) {
+        let update = match decode_update(body) {
+            Ok(update) => update,
+            Err(error) => {
+                debug!(%error, "count update dropped");
+                self.metrics.dropped("malformed_update");
+                return;
+            }
+        };
+        if let Err(error) = check_origin(&update, from, self.foca.iter_members().map(|member| member.id())) {
+            debug!(%error, "count update dropped");
+            self.metrics.dropped("not_from_origin");
+            return;
+        }
+        let outcome = self.state.apply_update(&update, Instant::now());
+        let label = match outcome {
+            Outcome::Changed => "changed",
+            Outcome::Unchanged => "unchanged",
+            Outcome::Stale => "stale",
+            Outcome::NotMember => "not_member",
+            Outcome::Refused(refusal) => {
+                self.metrics.dropped(refusal.label());
+                "refused"
+            }
+        };
+        self.metrics.updates.get_or_create(&[("outcome", label)]).inc();
+        self.view_dirty |= outcome == Outcome::Changed;
+        // A digest comes after every update of its sender's round, so a gap
+        // it reveals is real (lost updates, or a burst the sender left to
+        // repair): pull now. Gaps seen between updates may only be
+        // reordering; `on_round` pulls those if they persist.
+        if update.counts.is_empty() && self.state.node(&update.name).is_some_and(|node| node.gap) {
+            self.pull(&update.name);
         }
     }
 
@@ -310,11 +345,13 @@ impl Gossip {
         if !updates.is_empty() {
             self.last_sent = Instant::now();
         }
-        for update in &updates {
-            log_foca_error("add broadcast", self.foca.add_broadcast(update).map(drop));
-        }
-        for _ in &updates {
-            log_foca_error("broadcast", self.foca.broadcast(&mut self.runtime));
+        // Straight to every member: nobody passes on another node's counts.
+        let members: Vec<SocketAddr> = self.foca.iter_members().map(|member| member.id().gossip).collect();
+        for update in updates {
+            let sealed = self.sealer.seal(Kind::Counts, update);
+            for member in &members {
+                self.send_sealed(*member, &sealed);
+            }
         }
         let gaps: HashSet<String> = self.state.gaps().map(str::to_owned).collect();
         let persistent: Vec<String> = gaps.intersection(&self.previous_gaps).cloned().collect();
@@ -367,17 +404,13 @@ impl Gossip {
             while let Some(notification) = self.runtime.to_notify() {
                 self.on_notification(notification);
             }
-            if self.apply_inbox() {
-                // Pass new counts on at once instead of waiting for a timer.
-                log_foca_error("broadcast", self.foca.broadcast(&mut self.runtime));
-            }
             while let Some((after, timer)) = self.runtime.to_schedule() {
                 self.timers.insert(timer, after);
             }
             while let Some((to, data)) = self.runtime.to_send() {
                 self.send(to.gossip, data.to_vec());
             }
-            if self.runtime.backlog() == 0 && self.inbox_is_empty() {
+            if self.runtime.backlog() == 0 {
                 break;
             }
         }
@@ -387,50 +420,17 @@ impl Gossip {
     }
 
     fn send(&self, to: SocketAddr, packet: Vec<u8>) {
-        let sealed = self.sealer.seal(Kind::Gossip, packet);
-        match self.socket.try_send_to(&sealed, to) {
+        self.send_sealed(to, &self.sealer.seal(Kind::Gossip, packet));
+    }
+
+    fn send_sealed(&self, to: SocketAddr, sealed: &[u8]) {
+        match self.socket.try_send_to(sealed, to) {
             Ok(sent) => {
                 self.metrics.sent_packets.inc();
                 self.metrics.sent_bytes.inc_by(sent as u64);
             }
             Err(error) => debug!(%to, %error, "gossip send failed"),
         }
-    }
-
-    fn inbox_is_empty(&self) -> bool {
-        self.inbox.lock().unwrap_or_else(PoisonError::into_inner).is_empty()
-    }
-
-    /// Merges received updates; returns whether any carried counts.
-    fn apply_inbox(&mut self) -> bool {
-        let updates = std::mem::take(&mut *self.inbox.lock().unwrap_or_else(PoisonError::into_inner));
-        let now = Instant::now();
-        let mut carried_counts = false;
-        for update in updates {
-            let digest = update.counts.is_empty();
-            carried_counts |= !digest;
-            let outcome = self.state.apply_update(&update, now);
-            let label = match outcome {
-                Outcome::Changed => "changed",
-                Outcome::Unchanged => "unchanged",
-                Outcome::Stale => "stale",
-                Outcome::NotMember => "not_member",
-                Outcome::Refused(refusal) => {
-                    self.metrics.dropped(refusal.label());
-                    "refused"
-                }
-            };
-            self.metrics.updates.get_or_create(&[("outcome", label)]).inc();
-            self.view_dirty |= outcome == Outcome::Changed;
-            // A digest comes after every update of its sender's round, so a
-            // gap it reveals is real (lost updates, or a burst the sender
-            // left to repair): pull now. Gaps seen between updates may only
-            // be reordering; `on_round` pulls those if they persist.
-            if digest && self.state.node(&update.name).is_some_and(|node| node.gap) {
-                self.pull(&update.name);
-            }
-        }
-        carried_counts
     }
 
     fn on_notification(&mut self, notification: OwnedNotification<NodeId>) {
