@@ -266,7 +266,7 @@ impl Node {
             metrics: metrics.clone(),
             sync: cluster.sync_service(),
         };
-        let incoming = span.in_scope(|| grpc_incoming(listeners.grpc, accepting(grpc_tls), shutdown.clone(), &tracker));
+        let incoming = span.in_scope(|| grpc_incoming(listeners.grpc, accepting(grpc_tls), &tracker));
         tracker.spawn(serve_grpc(incoming, grpc, shutdown).instrument(span.clone()));
         tracker.close();
         span.in_scope(|| info!(%http_addr, %grpc_addr, %gossip_addr, %advertise, "node started"));

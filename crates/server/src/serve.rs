@@ -320,12 +320,12 @@ const GRPC_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The accepted (and, with TLS, handshaken) connections of the gRPC server,
 /// through the same gate. Handshakes run on their own tasks, so a slow
-/// client never holds up the next one; accepting stops on `shutdown` or
-/// when the server stops taking connections.
+/// client never holds up the next one. Accepting stops when the server
+/// drops the stream (its own graceful shutdown decides when: ending the
+/// stream early would cut its shutdown short).
 pub(crate) fn grpc_incoming(
     listener: TcpListener,
     accepting: Accepting,
-    shutdown: CancellationToken,
     tracker: &TaskTracker,
 ) -> impl Stream<Item = io::Result<Conn>> + Send + 'static {
     let (ready, incoming) = mpsc::channel(GRPC_ACCEPT_QUEUE);
@@ -334,7 +334,6 @@ pub(crate) fn grpc_incoming(
         async move {
             loop {
                 let (io, _) = tokio::select! {
-                    () = shutdown.cancelled() => return,
                     () = ready.closed() => return,
                     accepted = accept(&listener, &accepting.gate, &accepting.metrics) => accepted,
                 };
