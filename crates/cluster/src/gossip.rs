@@ -37,7 +37,7 @@ use crate::{
     identity::NodeId,
     metrics::ClusterMetrics,
     published::Published,
-    state::{ClusterState, FullState, Outcome, PeerLimits},
+    state::{ClusterState, FullState, NodeKey, Outcome, PeerLimits},
     sync_client::{self, PullError},
     sync_server::StateRequest,
     timings::{ANNOUNCE_INTERVAL, DIGEST_INTERVAL, PROBE_PERIOD, PROBE_RTT, STALE_AFTER_ROUNDS},
@@ -60,7 +60,7 @@ enum Command {
     Announce(Vec<SocketAddr>),
     /// A pull finished.
     Pulled {
-        name: String,
+        key: NodeKey,
         result: Result<FullState, PullError>,
     },
 }
@@ -94,8 +94,10 @@ pub(crate) struct Gossip {
     state_requests: mpsc::Receiver<StateRequest>,
     commands: mpsc::Receiver<Command>,
     commands_tx: mpsc::Sender<Command>,
-    pulling: HashSet<String>,
-    previous_gaps: HashSet<String>,
+    pulling: HashSet<NodeKey>,
+    previous_gaps: HashSet<NodeKey>,
+    /// Names already reported as used by two live nodes.
+    duplicates_reported: HashSet<String>,
     down: DownMembers,
     /// Every seed resolved to this node itself: it is the cluster.
     seeded_alone: bool,
@@ -188,6 +190,7 @@ impl Gossip {
             commands_tx,
             pulling: HashSet::new(),
             previous_gaps: HashSet::new(),
+            duplicates_reported: HashSet::new(),
             down: DownMembers::default(),
             seeded_alone: false,
             last_sent: Instant::now(),
@@ -282,16 +285,20 @@ impl Gossip {
         // it reveals is real (lost updates, or a burst the sender left to
         // repair): pull now. Gaps seen between updates may only be
         // reordering; `on_round` pulls those if they persist.
-        if update.counts.is_empty() && self.state.node(&update.name).is_some_and(|node| node.gap) {
-            self.pull(&update.name);
+        let key = NodeKey::new(&update.name, update.incarnation);
+        if update.counts.is_empty() && self.state.node(&key.name, key.incarnation).is_some_and(|node| node.gap) {
+            self.pull(&key);
+        }
+        if self.state.duplicate(&key) && self.duplicates_reported.insert(key.name.clone()) {
+            warn!(peer = %key.name, "two live nodes use this name; both are counted, give each its own --node-name");
         }
     }
 
     fn on_command(&mut self, command: Command) {
         match command {
             Command::Announce(seeds) => self.announce(seeds),
-            Command::Pulled { name, result } => {
-                self.pulling.remove(&name);
+            Command::Pulled { key, result } => {
+                self.pulling.remove(&key);
                 match result {
                     Ok(full) => {
                         self.metrics.pulls.get_or_create(&[("result", "ok")]).inc();
@@ -299,20 +306,20 @@ impl Gossip {
                             Outcome::Changed => self.view_dirty = true,
                             Outcome::Refused(refusal) => {
                                 self.metrics.dropped(refusal.label());
-                                warn!(peer = %name, reason = refusal.label(), "pulled state refused");
+                                warn!(peer = %key.name, reason = refusal.label(), "pulled state refused");
                                 return;
                             }
                             Outcome::Unchanged | Outcome::Stale | Outcome::NotMember => {}
                         }
                         // The peer moved on while its state travelled (a
                         // burst): catch up now rather than at its next digest.
-                        if self.state.node(&name).is_some_and(|node| node.gap) {
-                            self.pull(&name);
+                        if self.state.node(&key.name, key.incarnation).is_some_and(|node| node.gap) {
+                            self.pull(&key);
                         }
                     }
                     Err(error) => {
                         self.metrics.pulls.get_or_create(&[("result", "error")]).inc();
-                        warn!(peer = %name, %error, "full-state pull failed");
+                        warn!(peer = %key.name, %error, "full-state pull failed");
                     }
                 }
             }
@@ -353,28 +360,29 @@ impl Gossip {
                 self.send_sealed(*member, &sealed);
             }
         }
-        let gaps: HashSet<String> = self.state.gaps().map(str::to_owned).collect();
-        let persistent: Vec<String> = gaps.intersection(&self.previous_gaps).cloned().collect();
-        for name in persistent {
-            self.pull(&name);
+        let gaps: HashSet<NodeKey> = self.state.gaps().cloned().collect();
+        let persistent: Vec<NodeKey> = gaps.intersection(&self.previous_gaps).cloned().collect();
+        for key in persistent {
+            self.pull(&key);
         }
         self.previous_gaps = gaps;
         self.view_dirty = true;
     }
 
-    fn pull(&mut self, name: &str) {
+    fn pull(&mut self, key: &NodeKey) {
         let Some(target) = self
             .foca
             .iter_members()
             .map(|member| member.id())
-            .find(|id| id.name == name)
+            .find(|id| id.name == key.name && id.incarnation == key.incarnation)
             .cloned()
         else {
             return;
         };
-        if !self.pulling.insert(target.name.clone()) {
+        if !self.pulling.insert(key.clone()) {
             return;
         }
+        let key = key.clone();
         let sealer = self.sealer.clone();
         let max_state_bytes = self.max_state_bytes;
         let tls = self.sync_tls.clone();
@@ -387,12 +395,7 @@ impl Gossip {
                 result = sync_client::pull(&sealer, &target, max_state_bytes, tls.as_ref()) => result,
             };
             // The gossip task is gone only when shutting down.
-            let _ = commands
-                .send(Command::Pulled {
-                    name: target.name,
-                    result,
-                })
-                .await;
+            let _ = commands.send(Command::Pulled { key, result }).await;
         };
         self.tracker.spawn(pull.instrument(span));
     }
@@ -459,7 +462,7 @@ impl Gossip {
         info!(peer = %id.name, addr = %id.gossip, "member up");
         self.down.came_up(id.gossip);
         if self.state.member_up(&id.name, id.incarnation, Instant::now()) {
-            self.pull(&id.name);
+            self.pull(&NodeKey::new(&id.name, id.incarnation));
         }
     }
 
@@ -488,10 +491,7 @@ impl Gossip {
                     foca::State::Down => return None,
                 };
                 counts[state as usize] += 1;
-                let summary = self
-                    .state
-                    .node(&id.name)
-                    .filter(|node| node.incarnation == id.incarnation);
+                let summary = self.state.node(&id.name, id.incarnation);
                 let summary = summary.filter(|_| state != MemberState::Down);
                 Some(MemberInfo {
                     name: id.name.clone(),

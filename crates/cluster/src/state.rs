@@ -11,6 +11,13 @@
 //! zero). A node that announced a seq above what is contiguous has a gap,
 //! which full-state repair closes.
 //!
+//! Nodes are known by name and incarnation. Of the incarnations of one name,
+//! the newest is counted: a restarted node's old counts leave the sums the
+//! moment the new one is up. An older incarnation that keeps sending fresh
+//! rounds after that is not a dead predecessor but a second live node with
+//! the same name (a misconfiguration): it is counted again, so its visitors
+//! are never hidden, and flagged as a duplicate.
+//!
 //! Peers are not trusted to be sane: an update or a full state that claims a
 //! count above [`PeerLimits::max_count`], more topics than
 //! [`PeerLimits::max_topics`] on one node, or a seq far ahead of the one
@@ -148,7 +155,6 @@ struct Versioned {
 
 #[derive(Debug)]
 struct NodeCounts {
-    incarnation: u64,
     watermark: u64,
     applied_above: BTreeSet<u64>,
     highest_seen: u64,
@@ -158,12 +164,43 @@ struct NodeCounts {
     connections: u64,
     topics: u64,
     last_heard: Instant,
+    /// Its counts are in the sums (see the module doc).
+    counted: bool,
+    /// Highest round heard from it.
+    last_round: u64,
+    /// The round it had reached when a newer incarnation of its name came
+    /// up; rounds well past it prove it is alive.
+    superseded_at_round: Option<u64>,
+}
+
+/// Rounds past being superseded after which an older incarnation counts as
+/// a live duplicate: more than one, so a single delayed datagram of a
+/// crashed predecessor cannot bring it back.
+const DUPLICATE_AFTER_ROUNDS: u64 = 2;
+
+/// One incarnation of one remote node.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NodeKey {
+    /// Its name.
+    pub name: String,
+    /// Its incarnation.
+    pub incarnation: u64,
+}
+
+impl NodeKey {
+    /// The key of `name` at `incarnation`.
+    pub fn new(name: &str, incarnation: u64) -> Self {
+        Self {
+            name: name.to_owned(),
+            incarnation,
+        }
+    }
 }
 
 /// Remote nodes' counts and their per-topic sum.
 #[derive(Debug, Default)]
 pub struct ClusterState {
-    nodes: HashMap<String, NodeCounts>,
+    nodes: HashMap<NodeKey, NodeCounts>,
     totals: imbl::HashMap<Topic, u64>,
     limits: PeerLimits,
 }
@@ -178,17 +215,32 @@ impl ClusterState {
     }
 
     /// A node became a live member. Returns true when its counts must be
-    /// pulled (it is new, or a newer incarnation replaced an older one, whose
-    /// counts are dropped at once).
+    /// pulled (it is new). The newest incarnation of a name is counted; the
+    /// counts of older ones leave the sums at once.
     pub fn member_up(&mut self, name: &str, incarnation: u64, now: Instant) -> bool {
-        if let Some(known) = self.nodes.get(name) {
-            if known.incarnation >= incarnation {
-                return false;
+        let key = NodeKey::new(name, incarnation);
+        if self.nodes.contains_key(&key) {
+            return false;
+        }
+        let newest = !self
+            .nodes
+            .keys()
+            .any(|other| other.name == name && other.incarnation > incarnation);
+        if newest {
+            let older: Vec<NodeKey> = self
+                .nodes
+                .iter()
+                .filter(|(other, node)| other.name == name && node.counted)
+                .map(|(other, _)| other.clone())
+                .collect();
+            for other in older {
+                self.set_counted(&other, false);
+                if let Some(node) = self.nodes.get_mut(&other) {
+                    node.superseded_at_round = Some(node.last_round);
+                }
             }
-            self.remove(name);
         }
         let node = NodeCounts {
-            incarnation,
             watermark: 0,
             applied_above: BTreeSet::new(),
             highest_seen: 0,
@@ -197,67 +249,95 @@ impl ClusterState {
             connections: 0,
             topics: 0,
             last_heard: now,
+            counted: newest,
+            last_round: 0,
+            superseded_at_round: (!newest).then_some(0),
         };
-        self.nodes.insert(name.to_owned(), node);
+        self.nodes.insert(key, node);
         true
+    }
+
+    /// Adds `key`'s counts to the sums or takes them out.
+    fn set_counted(&mut self, key: &NodeKey, counted: bool) {
+        let Some(node) = self.nodes.get_mut(key) else {
+            return;
+        };
+        if node.counted == counted {
+            return;
+        }
+        node.counted = counted;
+        for (topic, value) in &node.counts {
+            let (old, new) = if counted { (0, value.count) } else { (value.count, 0) };
+            adjust(&mut self.totals, topic, old, new);
+        }
+    }
+
+    /// Whether another incarnation of `key`'s name is alive at the same time
+    /// (two nodes share a name).
+    pub fn duplicate(&self, key: &NodeKey) -> bool {
+        self.nodes.get(key).is_some_and(|node| node.counted)
+            && self
+                .nodes
+                .iter()
+                .any(|(other, node)| other.name == key.name && other.incarnation != key.incarnation && node.counted)
     }
 
     /// A node was declared down or left: its counts leave the sums now.
     /// Returns whether anything was dropped.
     pub fn member_down(&mut self, name: &str, incarnation: u64) -> bool {
-        match self.nodes.get(name) {
-            Some(known) if known.incarnation <= incarnation => {
-                self.remove(name);
-                true
-            }
-            _ => false,
+        let key = NodeKey::new(name, incarnation);
+        if !self.nodes.contains_key(&key) {
+            return false;
         }
-    }
-
-    fn remove(&mut self, name: &str) {
-        if let Some(node) = self.nodes.remove(name) {
-            for (topic, value) in node.counts {
-                adjust(&mut self.totals, &topic, value.count, 0);
-            }
-        }
+        self.set_counted(&key, false);
+        self.nodes.remove(&key);
+        true
     }
 
     /// Applies an update or digest from a live member.
     pub fn apply_update(&mut self, update: &Update, now: Instant) -> Outcome {
-        let Some(node) = self.nodes.get_mut(&update.name) else {
+        let key = NodeKey::new(&update.name, update.incarnation);
+        let Some(node) = self.nodes.get_mut(&key) else {
             return Outcome::NotMember;
         };
-        if node.incarnation != update.incarnation {
-            return Outcome::NotMember;
-        }
         if let Err(refusal) = check_update(&self.limits, node, update) {
             return Outcome::Refused(refusal);
         }
+        node.last_round = node.last_round.max(update.round);
+        let proven_alive = node
+            .superseded_at_round
+            .is_some_and(|at| node.last_round >= at.saturating_add(DUPLICATE_AFTER_ROUNDS));
+        let mut changed = false;
+        if proven_alive {
+            node.superseded_at_round = None;
+            self.set_counted(&key, true);
+            changed = true;
+        }
+        let Some(node) = self.nodes.get_mut(&key) else {
+            return Outcome::NotMember;
+        };
         node.last_heard = now;
         node.highest_seen = node.highest_seen.max(update.seq);
+        let outcome = |changed| if changed { Outcome::Changed } else { Outcome::Unchanged };
         if update.counts.is_empty() {
-            return Outcome::Unchanged;
+            return outcome(changed);
         }
         if update.seq <= node.watermark || node.applied_above.contains(&update.seq) {
-            return Outcome::Stale;
+            return if changed { Outcome::Changed } else { Outcome::Stale };
         }
-        let mut changed = false;
         for (topic, count) in &update.counts {
             changed |= set(node, &mut self.totals, topic, *count, update.seq);
         }
         node.applied_above.insert(update.seq);
         advance(node);
-        if changed { Outcome::Changed } else { Outcome::Unchanged }
+        outcome(changed)
     }
 
     /// Applies a pulled full state.
     pub fn apply_full_state(&mut self, state: &FullState, now: Instant) -> Outcome {
-        let Some(node) = self.nodes.get_mut(&state.name) else {
+        let Some(node) = self.nodes.get_mut(&NodeKey::new(&state.name, state.incarnation)) else {
             return Outcome::NotMember;
         };
-        if node.incarnation != state.incarnation {
-            return Outcome::NotMember;
-        }
         if state.seq < node.watermark {
             return Outcome::Stale;
         }
@@ -300,12 +380,12 @@ impl ClusterState {
         if changed { Outcome::Changed } else { Outcome::Unchanged }
     }
 
-    /// Names of nodes that have announced updates this node is missing.
-    pub fn gaps(&self) -> impl Iterator<Item = &str> {
+    /// Nodes that have announced updates this node is missing.
+    pub fn gaps(&self) -> impl Iterator<Item = &NodeKey> {
         self.nodes
             .iter()
             .filter(|(_, node)| node.highest_seen > node.watermark)
-            .map(|(name, _)| name.as_str())
+            .map(|(key, _)| key)
     }
 
     /// Sum over remote live nodes of their count of `topic`.
@@ -320,18 +400,20 @@ impl ClusterState {
 
     /// Number of remote nodes whose counts are included.
     pub fn nodes(&self) -> usize {
-        self.nodes.len()
+        self.nodes.values().filter(|node| node.counted).count()
     }
 
-    /// What is known of one remote node.
-    pub fn node(&self, name: &str) -> Option<NodeSummary> {
-        self.nodes.get(name).map(|node| NodeSummary {
-            incarnation: node.incarnation,
-            connections: node.connections,
-            topics: node.topics,
-            last_heard: node.last_heard,
-            gap: node.highest_seen > node.watermark,
-        })
+    /// What is known of one incarnation of a remote node.
+    pub fn node(&self, name: &str, incarnation: u64) -> Option<NodeSummary> {
+        self.nodes
+            .get(&NodeKey::new(name, incarnation))
+            .map(|node| NodeSummary {
+                incarnation,
+                connections: node.connections,
+                topics: node.topics,
+                last_heard: node.last_heard,
+                gap: node.highest_seen > node.watermark,
+            })
     }
 }
 
@@ -365,7 +447,7 @@ fn check_update(limits: &PeerLimits, node: &NodeCounts, update: &Update) -> Resu
 }
 
 /// Sets one topic of one node if `version` is newer; keeps the node totals
-/// and the cluster sums in step. Returns whether the count moved.
+/// and (for a counted node) the cluster sums in step. Returns whether the count moved.
 fn set(node: &mut NodeCounts, totals: &mut imbl::HashMap<Topic, u64>, topic: &Topic, count: u64, version: u64) -> bool {
     let old = match node.counts.get(topic) {
         Some(current) if current.version >= version => return false,
@@ -382,7 +464,9 @@ fn set(node: &mut NodeCounts, totals: &mut imbl::HashMap<Topic, u64>, topic: &To
         (_, 0) => node.topics = node.topics.saturating_sub(1),
         _ => {}
     }
-    adjust(totals, topic, old, count);
+    if node.counted {
+        adjust(totals, topic, old, count);
+    }
     true
 }
 
@@ -465,7 +549,7 @@ mod tests {
         assert_eq!(state.apply_update(&lie, now), Outcome::Refused(Refusal::CountTooHigh));
         assert_eq!((state.count("a"), state.count("b")), (0, 0));
         assert!(
-            !state.node("b").expect("member").gap,
+            !state.node("b", 1).expect("member").gap,
             "a refused update announces nothing"
         );
         let lie = full(1, &[("a", u64::MAX, 1)]);
@@ -506,14 +590,14 @@ mod tests {
         // Before the owner's state is known, a forged digest opens a gap...
         let forged = update(1 << 62, &[]);
         assert_eq!(state.apply_update(&forged, now), Outcome::Unchanged);
-        assert!(state.node("b").expect("member").gap);
+        assert!(state.node("b", 1).expect("member").gap);
         // ...which the owner's full state closes for good.
         assert_eq!(state.apply_full_state(&full(3, &[("t", 1, 3)]), now), Outcome::Changed);
-        assert!(!state.node("b").expect("member").gap);
+        assert!(!state.node("b", 1).expect("member").gap);
         let pin = update(1 << 62, &[("t", 999)]);
         assert_eq!(state.apply_update(&pin, now), Outcome::Refused(Refusal::SeqTooFarAhead));
         assert_eq!(state.count("t"), 1);
-        assert!(!state.node("b").expect("member").gap);
+        assert!(!state.node("b", 1).expect("member").gap);
         assert_eq!(state.apply_update(&update(4, &[("t", 0)]), now), Outcome::Changed);
         assert_eq!(state.count("t"), 0, "the owner's next update still applies");
     }
@@ -553,7 +637,7 @@ mod tests {
         );
         assert_eq!(state.apply_update(&update(2, &[("a", 3)]), now), Outcome::Changed);
         assert_eq!((state.count("a"), state.count("b")), (3, 1));
-        let node = state.node("b").expect("known");
+        let node = state.node("b", 1).expect("known");
         assert_eq!((node.connections, node.topics, node.gap), (4, 2, false));
     }
 
@@ -572,7 +656,7 @@ mod tests {
         let (mut state, now) = live();
         state.apply_update(&update(1, &[("a", 5)]), now);
         assert_eq!(state.apply_update(&update(4, &[]), now), Outcome::Unchanged);
-        assert_eq!(state.gaps().collect::<Vec<_>>(), vec!["b"]);
+        assert_eq!(state.gaps().collect::<Vec<_>>(), vec![&NodeKey::new("b", 1)]);
         let full = FullState {
             name: "b".into(),
             incarnation: 1,
@@ -631,12 +715,45 @@ mod tests {
         state.apply_update(&update(1, &[("a", 5)]), now);
         assert!(state.member_up("b", 2, now), "new incarnation must be pulled");
         assert_eq!(state.count("a"), 0);
-        assert!(!state.member_up("b", 1, now), "older incarnation is ignored");
         assert!(
-            !state.member_down("b", 1),
-            "down of the old incarnation keeps the new one"
+            !state.member_up("b", 1, now),
+            "an incarnation already known is not pulled again"
         );
+        let mut newer = update(1, &[("a", 2)]);
+        newer.incarnation = 2;
+        assert_eq!(state.apply_update(&newer, now), Outcome::Changed);
+        state.member_down("b", 1);
+        assert_eq!(state.count("a"), 2, "down of the old incarnation keeps the new one");
         assert_eq!(state.apply_update(&update(2, &[("a", 5)]), now), Outcome::NotMember);
+        assert_eq!(state.nodes(), 1);
+    }
+
+    fn from(incarnation: u64, seq: u64, round: u64, counts: &[(&str, u64)]) -> Update {
+        Update {
+            incarnation,
+            round,
+            ..update(seq, counts)
+        }
+    }
+
+    #[test]
+    fn two_live_nodes_with_one_name_are_both_counted() {
+        let (mut state, now) = live();
+        assert_eq!(state.apply_update(&from(1, 1, 10, &[("a", 5)]), now), Outcome::Changed);
+        assert!(state.member_up("b", 2, now));
+        assert_eq!(state.apply_update(&from(2, 1, 1, &[("a", 3)]), now), Outcome::Changed);
+        assert_eq!(state.count("a"), 3, "the older one is out at once, as after a restart");
+        // A datagram the older one sent before it was superseded changes nothing.
+        state.apply_update(&from(1, 1, 11, &[]), now);
+        assert_eq!(state.count("a"), 3);
+        assert!(!state.duplicate(&NodeKey::new("b", 1)));
+        // But rounds well past that prove it is alive: a second node.
+        assert_eq!(state.apply_update(&from(1, 1, 12, &[]), now), Outcome::Changed);
+        assert_eq!(state.count("a"), 8, "both nodes' visitors are counted");
+        assert!(state.duplicate(&NodeKey::new("b", 1)) && state.duplicate(&NodeKey::new("b", 2)));
+        assert_eq!(state.nodes(), 2);
+        state.member_down("b", 2);
+        assert_eq!(state.count("a"), 5);
     }
 
     /// One node's history: each step sets some topics; returns the updates
