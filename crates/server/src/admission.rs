@@ -17,8 +17,17 @@ use sha2::{Digest, Sha256};
 
 use axum::http::HeaderMap;
 
-use crate::{client_ip::TrustedProxies, serve::accept_cap};
+use crate::client_ip::TrustedProxies;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// Connections one client IP may hold beyond its websocket cap: room for API
+/// calls and for an upgrade that is refused with 429 rather than cut.
+const ACCEPT_HEADROOM: u32 = 64;
+
+/// The per-IP cap on open TCP connections for a `--max-connections-per-ip`.
+pub fn accept_cap(max_per_ip: u32) -> u32 {
+    max_per_ip.saturating_add(ACCEPT_HEADROOM)
+}
 
 /// Why a connection is refused before the upgrade.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

@@ -30,9 +30,10 @@ mod tls;
 mod ws;
 
 pub use access::{AdminToken, InvalidAdminToken};
+pub use admission::accept_cap;
 pub use client_ip::{InvalidProxy, TrustedProxies};
 pub use headcount_cluster::{ClusterSecret, InvalidNodeName, NodeName, SecretTooShort};
 pub use node::{Listeners, Node, NodeConfig, StartError};
-pub use serve::{HttpTimings, accept_cap};
+pub use serve::HttpTimings;
 pub use state::SessionTimings;
 pub use tls::{TlsError, TlsFiles};

@@ -2,7 +2,7 @@
 //! HTTP server and the gRPC server alike.
 //!
 //! A connection is capped per client IP at accept time, before a byte of its
-//! request is read: over [`accept_cap`] it is closed at once. An HTTP
+//! request is read: over its cap (`Admission::accept`) it is closed at once. An HTTP
 //! connection must send its request headers within 10 s and is closed after
 //! 60 s without a byte either way ([`HttpTimings`]; an open live stream
 //! writes a keep-alive comment every 15 s, so it is never idle).
@@ -63,15 +63,6 @@ impl Default for HttpTimings {
 }
 /// How long a connection being shut down may take to finish its response.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
-/// Connections one client IP may hold beyond its websocket cap: room for API
-/// calls and for an upgrade that is refused with 429 rather than cut.
-const ACCEPT_HEADROOM: u32 = 64;
-
-/// The per-IP cap on open TCP connections for a `--max-connections-per-ip`.
-pub fn accept_cap(max_per_ip: u32) -> u32 {
-    max_per_ip.saturating_add(ACCEPT_HEADROOM)
-}
-
 /// Takes a per-IP place for an accepted connection; `None` refuses it.
 pub(crate) type AcceptGate = Arc<dyn Fn(SocketAddr) -> Option<SocketPermit> + Send + Sync>;
 
