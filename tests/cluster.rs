@@ -68,6 +68,38 @@ async fn every_node_converges_on_the_cluster_wide_count() {
     converge(&refs, "news", 4, CONVERGE).await;
 }
 
+/// How long SWIM takes to forget a node declared down (15 s), plus
+/// detection and a join, with room for a busy machine.
+const FORGET_AND_REJOIN: Duration = Duration::from_secs(40);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_restarted_with_its_clock_stepped_back_is_counted() {
+    let nodes = cluster(&["b"]).await;
+    let b = &nodes[0];
+    // Its first life ran with a clock an hour fast...
+    let hour_ahead = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_millis() as u64
+        + 3_600_000;
+    let mut first = test_config("a");
+    first.seeds = vec![b.gossip.to_string()];
+    first.first_incarnation = Some(hour_ahead);
+    let first = TestNode::start(first).await;
+    wait_for_members(&[b, &first], 2, JOIN).await;
+    let gossip = first.gossip;
+    first.kill().await;
+
+    // ...and it restarts on the same address with the clock set right: its
+    // incarnation is an hour below its previous life's, which outranks it
+    // until SWIM forgets the dead one.
+    let mut again = test_config("a");
+    again.seeds = vec![b.gossip.to_string()];
+    let again = TestNode::start_on(again, gossip).await;
+    let _visitors = again.connect_n("news", 2).await;
+    converge(&[b, &again], "news", 2, FORGET_AND_REJOIN).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_live_nodes_with_one_name_hide_no_visitor() {
     // A misconfiguration: two nodes started with the same --node-name.

@@ -14,13 +14,17 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::timings::{ANNOUNCE_BACKOFF_MAX, ANNOUNCE_INTERVAL, LIST_DOWN_FOR};
+use crate::{
+    identity::NodeId,
+    timings::{ANNOUNCE_BACKOFF_MAX, ANNOUNCE_INTERVAL, LIST_DOWN_FOR},
+};
 
 /// Most down members remembered.
 pub(crate) const MAX_DOWN_LISTED: usize = 256;
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Down {
+    id: NodeId,
     since: Instant,
     next_announce: Instant,
     wait: Duration,
@@ -33,11 +37,12 @@ pub(crate) struct DownMembers {
 }
 
 impl DownMembers {
-    /// `addr` was declared down at `now`.
-    pub(crate) fn went_down(&mut self, addr: SocketAddr, now: Instant) {
+    /// `id` was declared down at `now`.
+    pub(crate) fn went_down(&mut self, id: &NodeId, now: Instant) {
         self.members.insert(
-            addr,
+            id.gossip,
             Down {
+                id: id.clone(),
                 since: now,
                 next_announce: now + ANNOUNCE_INTERVAL,
                 wait: ANNOUNCE_INTERVAL,
@@ -61,8 +66,14 @@ impl DownMembers {
     }
 
     /// Whether `addr` is listed as down.
-    pub(crate) fn contains(&self, addr: SocketAddr) -> bool {
+    #[cfg(test)]
+    fn contains(&self, addr: SocketAddr) -> bool {
         self.members.contains_key(&addr)
+    }
+
+    /// The members listed as down.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &NodeId> {
+        self.members.values().map(|down| &down.id)
     }
 
     /// Forgets members down for longer than [`LIST_DOWN_FOR`]; returns those
@@ -90,11 +101,15 @@ mod tests {
         SocketAddr::from(([10, 0, 0, 1], port))
     }
 
+    fn id(port: u16) -> NodeId {
+        NodeId::seed(addr(port))
+    }
+
     #[test]
     fn announces_back_off_then_stop() {
         let start = Instant::now();
         let mut down = DownMembers::default();
-        down.went_down(addr(1), start);
+        down.went_down(&id(1), start);
         let mut announced = Vec::new();
         for second in 0..400 {
             let now = start + Duration::from_secs(second);
@@ -121,7 +136,7 @@ mod tests {
         let now = Instant::now();
         let mut down = DownMembers::default();
         for port in 0..(MAX_DOWN_LISTED as u16 + 10) {
-            down.went_down(addr(port), now + Duration::from_millis(u64::from(port)));
+            down.went_down(&id(port), now + Duration::from_millis(u64::from(port)));
         }
         assert!(!down.contains(addr(0)), "the oldest is forgotten first");
         assert!(down.contains(addr(MAX_DOWN_LISTED as u16 + 9)));

@@ -40,7 +40,7 @@ use crate::{
     state::{ClusterState, FullState, NodeKey, Outcome, PeerLimits},
     sync_client::{self, PullError},
     sync_server::StateRequest,
-    timings::{ANNOUNCE_INTERVAL, DIGEST_INTERVAL, PROBE_PERIOD, PROBE_RTT, STALE_AFTER_ROUNDS},
+    timings::{ANNOUNCE_INTERVAL, DIGEST_INTERVAL, FORGET_DOWN_AFTER, PROBE_PERIOD, PROBE_RTT, STALE_AFTER_ROUNDS},
     view::{ClusterView, MemberInfo, MemberState},
 };
 
@@ -468,7 +468,7 @@ impl Gossip {
 
     fn member_down(&mut self, id: &NodeId) {
         info!(peer = %id.name, addr = %id.gossip, "member down");
-        self.down.went_down(id.gossip, Instant::now());
+        self.down.went_down(id, Instant::now());
         self.state.member_down(&id.name, id.incarnation);
     }
 
@@ -479,21 +479,24 @@ impl Gossip {
         let rounds = STALE_AFTER_ROUNDS.max(u32::try_from(2 * live / 3).unwrap_or(u32::MAX));
         let stale_after = self.interval.max(DIGEST_INTERVAL) * rounds;
         let mut counts = [0i64; 3];
-        let members: Vec<MemberInfo> = self
+        // Live members as SWIM sees them; down ones from this node's own
+        // list, which outlives SWIM's short memory of them.
+        let live_members = self
             .foca
             .iter_membership_state()
-            .filter_map(|member| {
-                let id = member.id();
-                let state = match member.state() {
-                    foca::State::Alive => MemberState::Alive,
-                    foca::State::Suspect => MemberState::Suspect,
-                    foca::State::Down if self.down.contains(id.gossip) => MemberState::Down,
-                    foca::State::Down => return None,
-                };
+            .filter_map(|member| match member.state() {
+                foca::State::Alive => Some((member.id(), MemberState::Alive)),
+                foca::State::Suspect => Some((member.id(), MemberState::Suspect)),
+                foca::State::Down => None,
+            });
+        let down_members = self.down.iter().map(|id| (id, MemberState::Down));
+        let members: Vec<MemberInfo> = live_members
+            .chain(down_members)
+            .map(|(id, state)| {
                 counts[state as usize] += 1;
                 let summary = self.state.node(&id.name, id.incarnation);
                 let summary = summary.filter(|_| state != MemberState::Down);
-                Some(MemberInfo {
+                MemberInfo {
                     name: id.name.clone(),
                     addr: id.gossip,
                     state,
@@ -502,7 +505,7 @@ impl Gossip {
                     last_heard: summary.map(|node| node.last_heard),
                     stale: state == MemberState::Alive
                         && summary.is_some_and(|node| now.duration_since(node.last_heard) > stale_after),
-                })
+                }
             })
             .collect();
         for (state, count) in [MemberState::Alive, MemberState::Suspect, MemberState::Down]
@@ -540,6 +543,7 @@ fn swim_config(suspect_timeout: Duration) -> Config {
     config.probe_period = PROBE_PERIOD;
     config.probe_rtt = PROBE_RTT;
     config.suspect_to_down_after = suspect_timeout;
+    config.remove_down_after = Some(FORGET_DOWN_AFTER);
     config.max_packet_size = NonZeroUsize::new(MAX_FOCA_PACKET).unwrap_or(NonZeroUsize::MIN);
     config
 }

@@ -77,6 +77,9 @@ pub struct ClusterConfig {
     pub peer_limits: PeerLimits,
     /// The cluster's gRPC ports serve TLS: pulls speak it too.
     pub sync_tls: bool,
+    /// The first incarnation; none (normal): the wall clock in milliseconds.
+    /// Tests set it to replay a clock that was wrong.
+    pub first_incarnation: Option<u64>,
 }
 
 /// A running cluster layer: the view for readers, the sync service for the
@@ -101,7 +104,10 @@ impl Cluster {
     ) -> Result<Self, rustls::Error> {
         let sync_tls = config.sync_tls.then(sync_tls::connector).transpose()?;
         let metrics = ClusterMetrics::register(registry);
-        let identity = NodeId::starting_now(&config.node_name, config.advertise, config.sync_port);
+        let mut identity = NodeId::starting_now(&config.node_name, config.advertise, config.sync_port);
+        if let Some(incarnation) = config.first_incarnation {
+            identity.incarnation = incarnation;
+        }
         let sealer = Sealer::new(config.secret.as_ref().map(ClusterSecret::as_bytes), MAX_DATAGRAM);
         let own_name = config.node_name.to_string();
         let (view_tx, view) = watch::channel(Arc::new(ClusterView::alone(own_name.clone(), config.advertise)));

@@ -22,6 +22,11 @@ pub const DIGEST_INTERVAL: Duration = Duration::from_secs(1);
 pub const ANNOUNCE_INTERVAL: Duration = Duration::from_secs(1);
 /// Announces to one down member back off up to this.
 pub const ANNOUNCE_BACKOFF_MAX: Duration = Duration::from_secs(60);
+/// SWIM forgets a member this long after it was declared down. Until then
+/// its identity blocks any other at the same address that it outranks, such
+/// as the same node restarted with its clock set back (foca's default is a
+/// day).
+pub const FORGET_DOWN_AFTER: Duration = Duration::from_secs(15);
 /// Down members are listed in the view (and announced to) this long.
 pub const LIST_DOWN_FOR: Duration = Duration::from_secs(300);
 /// A live member whose gossip has not been heard for this many rounds (at

@@ -81,6 +81,9 @@ pub struct NodeConfig {
     pub trusted_proxies: TrustedProxies,
     /// Serve HTTP, websockets and gRPC over TLS with these files; none: plain.
     pub tls: Option<TlsFiles>,
+    /// The first incarnation; none (normal): the wall clock in milliseconds.
+    /// Tests set it to replay a clock that was wrong.
+    pub first_incarnation: Option<u64>,
 }
 
 impl NodeConfig {
@@ -115,6 +118,7 @@ impl Default for NodeConfig {
             public_prefixes: Vec::new(),
             trusted_proxies: TrustedProxies::default(),
             tls: None,
+            first_incarnation: None,
         }
     }
 }
@@ -185,6 +189,7 @@ impl Node {
             suspect_timeout: config.suspect_timeout,
             secret: config.cluster_secret.clone(),
             sync_tls: config.tls.is_some(),
+            first_incarnation: config.first_incarnation,
             peer_limits: PeerLimits {
                 max_count: u64::try_from(config.max_connections).unwrap_or(u64::MAX),
                 max_topics: config.max_topics,
