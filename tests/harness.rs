@@ -91,7 +91,10 @@ impl TestNode {
                     () = async { stop.cancelled().await; node.stopped().await } => {}
                 }
             });
-            runtime.shutdown_background();
+            // Drop every task now (a crash runs no shutdown code), but wait
+            // for the workers, so the sockets are closed when `kill` returns
+            // and a restart can bind the same address.
+            runtime.shutdown_timeout(Duration::from_secs(2));
         });
         let (http, grpc, gossip) = ready_rx.await.expect("node reports its addresses");
         Self {

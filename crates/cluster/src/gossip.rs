@@ -459,10 +459,12 @@ impl Gossip {
     }
 
     fn member_up(&mut self, id: &NodeId) {
-        info!(peer = %id.name, addr = %id.gossip, "member up");
         self.down.came_up(id.gossip);
+        // Its counts are pulled once a datagram from its own address shows
+        // what it has published (a gap), never from an address that a
+        // packet merely named.
         if self.state.member_up(&id.name, id.incarnation, Instant::now()) {
-            self.pull(&NodeKey::new(&id.name, id.incarnation));
+            info!(peer = %id.name, addr = %id.gossip, "member up");
         }
     }
 

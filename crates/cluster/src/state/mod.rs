@@ -168,8 +168,8 @@ impl ClusterState {
         }
     }
 
-    /// A node became a live member. Returns true when its counts must be
-    /// pulled (it is new). The newest incarnation of a name is counted; the
+    /// A node became a live member. Returns whether it is new (not known at
+    /// this incarnation). The newest incarnation of a name is counted; the
     /// counts of older ones leave the sums at once.
     pub fn member_up(&mut self, name: &str, incarnation: u64, now: Instant) -> bool {
         let key = NodeKey::new(name, incarnation);

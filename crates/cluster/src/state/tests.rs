@@ -211,7 +211,7 @@ fn member_down_drops_the_nodes_share_only() {
 fn a_new_incarnation_replaces_the_old_counts_at_once() {
     let (mut state, now) = live();
     state.apply_update(&update(1, &[("a", 5)]), now);
-    assert!(state.member_up("b", 2, now), "new incarnation must be pulled");
+    assert!(state.member_up("b", 2, now), "a new incarnation is new");
     assert_eq!(state.count("a"), 0);
     assert!(
         !state.member_up("b", 1, now),
