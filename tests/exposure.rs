@@ -321,3 +321,28 @@ async fn only_a_trusted_proxy_names_the_client() {
     let (status, _) = through_proxy(&behind, "198.51.100.1").await;
     assert_eq!(status, 429, "the forwarded client is capped");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unauthenticated_sync_call_is_not_decoded_beyond_1_kib() {
+    use headcount_proto::cluster::{Envelope, sync_client::SyncClient};
+    let node = node_with(|_| {}).await;
+    let mut client = SyncClient::connect(format!("http://{}", node.grpc))
+        .await
+        .expect("grpc connects");
+    let big = Envelope {
+        kind: 2,
+        timestamp_ms: 0,
+        body: vec![7; 4096],
+        mac: Vec::new(),
+    };
+    let refused = client.pull_state(big).await.expect_err("too big to read");
+    assert_eq!(refused.code(), Code::OutOfRange, "{refused}");
+    let small = Envelope {
+        kind: 2,
+        timestamp_ms: 0,
+        body: vec![7; 16],
+        mac: Vec::new(),
+    };
+    let refused = client.pull_state(small).await.expect_err("not a pull request");
+    assert_ne!(refused.code(), Code::OutOfRange, "small requests are read: {refused}");
+}
