@@ -1,9 +1,7 @@
-//! `headcount-load`: where every performance claim of headcount comes from.
-//! Single measurements (`hold`, `churn`, `converge`, `count`, in `measure`)
-//! print a JSON report on stdout and a summary line on stderr for any node
-//! you point them at; `suite` and `scale` (in `runs`) start the servers
-//! themselves, measure headcount against the bare baseline in the same run on
-//! this shared, noisy machine, and write the ratios into BENCHMARKS.md through
+//! `headcount-load`: where every performance claim of headcount comes from. Single measurements (`hold`, `churn`,
+//! `converge`, `count`, in `measure`) print a JSON report on stdout and a summary line on stderr for any node you
+//! point them at; `suite` and `scale` (in `runs`) start the servers themselves, measure headcount against the bare
+//! baseline in the same run on this shared, noisy machine, and write the ratios into BENCHMARKS.md through
 //! `report`. Imports only go downwards: runs → report → measure.
 
 mod measure;
@@ -14,7 +12,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use measure::{churn, converge, count, hold, summary};
-use runs::{scale, suite};
+use runs::suite;
 
 /// Load generator for headcount: measurements, the standard suite, the scale run.
 #[derive(Debug, Parser)]
@@ -31,8 +29,8 @@ enum Mode {
     /// The standard suite against headcount and the bare baseline; rewrites BENCHMARKS.md.
     Suite(suite::SuiteArgs),
     /// 100k connections over several nodes and load processes; rewrites BENCHMARKS.md.
-    Scale(scale::ScaleArgs),
-    /// Rewrites BENCHMARKS.md from the last suite and scale results (after editing loadtest/FINDINGS.md).
+    Scale(runs::ScaleArgs),
+    /// Rewrites the generated section of BENCHMARKS.md from the last results.
     Render(report::RenderArgs),
 }
 
@@ -42,24 +40,18 @@ fn emit(report: &impl serde::Serialize) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn run(mode: Mode) -> anyhow::Result<()> {
-    match mode {
-        Mode::Hold(args) => emit(&hold::run(args).await?),
-        Mode::Churn(args) => emit(&churn::run(args).await?),
-        Mode::Converge(args) => emit(&converge::run(args).await?),
-        Mode::Count(args) => emit(&count::run(args).await?.0),
-        Mode::Suite(args) => emit(&suite::run(args).await?),
-        Mode::Scale(args) => emit(&scale::run(args).await?),
+#[tokio::main]
+async fn main() -> ExitCode {
+    let done = match Mode::parse() {
+        Mode::Hold(args) => hold::run(args).await.and_then(|r| emit(&r)),
+        Mode::Churn(args) => churn::run(args).await.and_then(|r| emit(&r)),
+        Mode::Converge(args) => converge::run(args).await.and_then(|r| emit(&r)),
+        Mode::Count(args) => count::run(args).await.and_then(|r| emit(&r.0)),
+        Mode::Suite(args) => suite::run(args).await.and_then(|r| emit(&r)),
+        Mode::Scale(args) => runs::scale(args).await.and_then(|r| emit(&r)),
         Mode::Render(args) => report::render(&args),
-    }
-}
-
-fn main() -> ExitCode {
-    let mode = Mode::parse();
-    let done = tokio::runtime::Runtime::new().map_err(anyhow::Error::from).and_then(|rt| rt.block_on(run(mode)));
-    if let Err(error) = done {
-        eprintln!("error: {error:#}");
-        return ExitCode::FAILURE;
-    }
-    ExitCode::SUCCESS
+    };
+    let Err(error) = done else { return ExitCode::SUCCESS };
+    eprintln!("error: {error:#}");
+    ExitCode::FAILURE
 }

@@ -1,22 +1,16 @@
-//! `headcount-bare`: the floor headcount is measured against. A minimal axum
-//! websocket server with exactly headcount's per-connection settings (1 KiB
-//! read buffer, eager writes, 64 KiB write cap, 1 KiB frames, the same routes
-//! and connect-info service) that sends one small count frame on connect and
-//! then only reads until the client leaves: whatever headcount costs beyond
-//! this is what headcount itself adds. `GET /count/{topic}` answers a
-//! constant-shape JSON without looking anything up: the HTTP latency floor.
+//! `headcount-bare`: the floor headcount is measured against. A minimal axum websocket server with exactly
+//! headcount's per-connection settings (1 KiB read buffer, eager writes, 64 KiB write cap, 1 KiB frames, the same
+//! routes and connect-info service) that sends one small count frame on connect and then only reads until the
+//! client leaves: whatever headcount costs beyond this is what headcount itself adds. `GET /count/{topic}` answers
+//! a constant-shape JSON without looking anything up: the HTTP latency floor.
 
-use std::{net::SocketAddr, process::ExitCode};
+use std::net::SocketAddr;
 
-use axum::{
-    Json, Router,
-    extract::ws::{Message, WebSocket, WebSocketUpgrade},
-    http::Uri,
-    response::Response,
-    routing::get,
-};
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::{Json, Router, http::Uri, response::Response, routing::get};
 use clap::Parser;
 use serde_json::json;
+use tokio::signal::unix::{SignalKind, signal};
 
 /// The bare baseline websocket server.
 #[derive(Debug, Parser)]
@@ -37,13 +31,11 @@ fn topic_of<'a>(uri: &'a Uri, prefix: &str) -> &'a str {
 
 async fn ws(uri: Uri, upgrade: WebSocketUpgrade) -> Response {
     let topic = topic_of(&uri, "/ws/").to_owned();
-    upgrade
-        .read_buffer_size(READ_BUFFER)
-        .write_buffer_size(0)
-        .max_write_buffer_size(MAX_WRITE_BUFFER)
-        .max_message_size(MAX_CLIENT_FRAME)
-        .max_frame_size(MAX_CLIENT_FRAME)
-        .on_upgrade(move |socket| session(socket, topic))
+    let upgrade = upgrade.read_buffer_size(READ_BUFFER).write_buffer_size(0);
+    let upgrade = upgrade.max_write_buffer_size(MAX_WRITE_BUFFER);
+    let upgrade = upgrade.max_message_size(MAX_CLIENT_FRAME);
+    let upgrade = upgrade.max_frame_size(MAX_CLIENT_FRAME);
+    upgrade.on_upgrade(move |socket| session(socket, topic))
 }
 
 async fn session(mut socket: WebSocket, topic: String) {
@@ -63,18 +55,13 @@ async fn count(uri: Uri) -> Json<serde_json::Value> {
     Json(json!({ "topic": topic_of(&uri, "/count/"), "count": 0, "local": 0, "nodes": 1 }))
 }
 
-async fn healthz() -> &'static str {
-    "ok"
-}
-
-fn app() -> Router {
-    Router::new().route("/ws/{*topic}", get(ws)).route("/count/{*topic}", get(count)).route("/healthz", get(healthz))
-}
-
 async fn serve(flags: Flags) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(flags.http).await?;
-    let service = app().into_make_service_with_connect_info::<SocketAddr>();
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let app = Router::new().route("/ws/{*topic}", get(ws));
+    let app = app.route("/count/{*topic}", get(count));
+    let app = app.route("/healthz", get(|| async { "ok" }));
+    let service = app.into_make_service_with_connect_info::<SocketAddr>();
+    let mut terminate = signal(SignalKind::terminate())?;
     tokio::select! {
         served = axum::serve(listener, service) => served?,
         _ = tokio::signal::ctrl_c() => {}
@@ -83,12 +70,11 @@ async fn serve(flags: Flags) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn main() -> ExitCode {
-    let flags = Flags::parse();
-    let served = tokio::runtime::Runtime::new().map_err(anyhow::Error::from).and_then(|rt| rt.block_on(serve(flags)));
-    if let Err(error) = served {
-        eprintln!("error: --http: {error}");
-        return ExitCode::FAILURE;
-    }
-    ExitCode::SUCCESS
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let Err(error) = serve(Flags::parse()).await else {
+        return std::process::ExitCode::SUCCESS;
+    };
+    eprintln!("error: --http: {error}");
+    std::process::ExitCode::FAILURE
 }

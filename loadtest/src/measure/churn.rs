@@ -1,27 +1,25 @@
-//! `churn`: clients that join and leave as fast as asked, for a while. A
-//! cycle is a whole visit (connect, upgrade, first count frame, close). With
-//! `--rate 0` it is closed-loop, `--concurrency` cycles back to back: the most
-//! cycles per second the server sustains here, compared against bare. With
-//! `--rate R` it is open-loop: R starts per second whatever the latency, at
-//! most `--concurrency` in flight, a start finding no free slot counted as
-//! missed rather than queued. Given `--server-pid`, the server's CPU time per
-//! cycle is reported too, the figure least disturbed by a busy machine.
+//! `churn`: clients that join and leave as fast as asked, for a while. A cycle is a whole visit (connect, upgrade,
+//! first count frame, close). With `--rate 0` it is closed-loop, `--concurrency` cycles back to back: the most
+//! cycles per second the server sustains here, compared against bare. With `--rate R` it is open-loop: R starts per
+//! second whatever the latency, at most `--concurrency` in flight, a start finding no free slot counted as missed
+//! rather than queued. Given `--server-pid`, the server's CPU time per cycle is reported too, the figure least
+//! disturbed by a busy machine.
 
-use std::{
-    collections::BTreeMap,
-    sync::{Arc, Mutex, PoisonError},
-    time::{Duration, Instant},
-};
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use clap::Args;
 use serde::{Deserialize, Serialize};
 use tokio::{sync::Semaphore, task::JoinSet, time::MissedTickBehavior};
 
-use super::{
-    client, procfs,
-    stats::{Latency, LatencySummary},
-    topics::{Dist, NetArgs, TopicArgs},
-};
+use super::stats::{Latency, LatencySummary};
+use super::topics::{Dist, NetArgs, TopicArgs};
+use super::{client, procfs};
+
+/// Longest a join or a close may take.
+const TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone, Args)]
 pub struct ChurnArgs {
@@ -38,9 +36,6 @@ pub struct ChurnArgs {
     /// How long to churn.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub duration: Duration,
-    /// Longest a join or a close may take.
-    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
-    pub timeout: Duration,
     /// Server process ids whose CPU time is read before and after.
     #[arg(long, value_delimiter = ',')]
     pub server_pid: Vec<u32>,
@@ -70,34 +65,25 @@ pub struct ChurnReport {
     pub server_cpu_us_per_cycle: Option<f64>,
 }
 
-#[derive(Default)]
-struct Tally {
-    join: Latency,
-    cycle: Latency,
-    errors: BTreeMap<String, u64>,
-    unclean: u64,
-}
+/// What the cycles measured so far: the report's tallies, join and cycle latencies.
+type Tally = Mutex<(ChurnReport, Latency, Latency)>;
 
 /// One cycle: join `topic` on `target` from `source`, leave, record it in `tally`.
-async fn cycle(
-    target: (std::net::SocketAddr, Option<std::net::IpAddr>),
-    topic: &str,
-    timeout: Duration,
-    tally: &Mutex<Tally>,
-) {
+async fn cycle((target, source): (SocketAddr, Option<IpAddr>), topic: &str, tally: &Tally) {
     let started = Instant::now();
-    let (joined, left) = match client::join(target.0, target.1, topic, timeout).await {
-        Ok(joined) => (Ok(joined.first_frame), client::leave(joined.ws, timeout).await),
-        Err(error) => (Err(error), true),
+    let joined = match client::join(target, source, topic, TIMEOUT).await {
+        Ok(joined) => Ok((joined.first_frame, client::leave(joined.ws, TIMEOUT).await)),
+        Err(error) => Err(error),
     };
     let mut tally = tally.lock().unwrap_or_else(PoisonError::into_inner);
+    let (r, join, cycle) = &mut *tally;
     match joined {
-        Ok(first_frame) => {
-            tally.join.record(first_frame);
-            tally.unclean += u64::from(!left);
-            tally.cycle.record(started.elapsed());
+        Ok((first_frame, clean)) => {
+            r.unclean_closes += u64::from(!clean);
+            join.record(first_frame);
+            cycle.record(started.elapsed());
         }
-        Err(kind) => *tally.errors.entry(kind).or_default() += 1,
+        Err(kind) => *r.errors.entry(kind).or_default() += 1,
     }
 }
 
@@ -107,14 +93,13 @@ fn cpu_micros(pids: &[u32]) -> Option<u64> {
 
 pub async fn run(args: ChurnArgs) -> anyhow::Result<ChurnReport> {
     let cpu_before = cpu_micros(&args.server_pid);
-    // Topic names are drawn up front: every uniform topic once, or 64k Zipf
-    // draws that the cycles walk.
-    let mut picker = args.topics.picker();
-    let names: Vec<String> = match args.topics.dist {
-        Dist::Uniform => (0..args.topics.topics.clamp(1, 1 << 20)).map(|rank| picker.name(rank)).collect(),
-        Dist::Zipf => (0..65_536).map(|i| picker.topic(i)).collect(),
-    };
-    let (slots, tally) = (Arc::new(Semaphore::new(args.concurrency.max(1))), Arc::new(Mutex::default()));
+    // Topic names are drawn up front: every uniform topic once, or 64k Zipf draws that the cycles walk.
+    let names = args.topics.names(match args.topics.dist {
+        Dist::Uniform => args.topics.topics.clamp(1, 1 << 20),
+        Dist::Zipf => 65_536,
+    });
+    let slots = Arc::new(Semaphore::new(args.concurrency.max(1)));
+    let tally = Arc::<Tally>::default();
     let mut ticker = tokio::time::interval(Duration::from_millis(1));
     ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
     let (mut sequence, mut missed, mut inflight) = (0, 0, JoinSet::new());
@@ -137,11 +122,11 @@ pub async fn run(args: ChurnArgs) -> anyhow::Result<ChurnReport> {
             }
             permit
         };
-        let (target, topic) = (args.net.endpoint(sequence), names[(sequence % names.len() as u64) as usize].clone());
-        let (tally, timeout) = (tally.clone(), args.timeout);
+        let (endpoint, tally) = (args.net.endpoint(sequence), tally.clone());
+        let topic = names[(sequence % names.len() as u64) as usize].clone();
         sequence += 1;
         inflight.spawn(async move {
-            cycle(target, &topic, timeout, &tally).await;
+            cycle(endpoint, &topic, &tally).await;
             drop(permit);
         });
         while inflight.try_join_next().is_some() {}
@@ -149,27 +134,13 @@ pub async fn run(args: ChurnArgs) -> anyhow::Result<ChurnReport> {
     while inflight.join_next().await.is_some() {}
 
     let elapsed = started.elapsed().as_secs_f64();
-    let tally = std::mem::take(&mut *tally.lock().unwrap_or_else(PoisonError::into_inner));
-    let cycles = tally.cycle.len();
-    let server_cpu_us_per_cycle = match (cpu_before, cpu_micros(&args.server_pid)) {
-        (Some(before), Some(after)) if cycles > 0 && !args.server_pid.is_empty() => {
-            Some(after.saturating_sub(before) as f64 / cycles as f64)
-        }
-        _ => None,
-    };
-    Ok(ChurnReport {
-        mode: "churn".into(),
-        rate_target: args.rate,
-        concurrency: args.concurrency,
-        duration_secs: elapsed,
-        cycles,
-        failed: tally.errors.values().sum(),
-        errors: tally.errors,
-        cycles_per_sec: cycles as f64 / elapsed,
-        missed_starts: missed,
-        unclean_closes: tally.unclean,
-        join: tally.join.summary(),
-        cycle: tally.cycle.summary(),
-        server_cpu_us_per_cycle,
-    })
+    let (mut r, join, cycle) = std::mem::take(&mut *tally.lock().unwrap_or_else(PoisonError::into_inner));
+    (r.mode, r.rate_target, r.concurrency) = ("churn".into(), args.rate, args.concurrency);
+    (r.duration_secs, r.cycles, r.missed_starts) = (elapsed, cycle.len(), missed);
+    (r.failed, r.cycles_per_sec) = (r.errors.values().sum(), r.cycles as f64 / elapsed);
+    (r.join, r.cycle) = (join.summary(), cycle.summary());
+    let cpu = cpu_before.zip(cpu_micros(&args.server_pid)).filter(|_| r.cycles > 0);
+    let per_cycle = |(before, after): (u64, u64)| after.saturating_sub(before) as f64 / r.cycles as f64;
+    r.server_cpu_us_per_cycle = cpu.filter(|_| !args.server_pid.is_empty()).map(per_cycle);
+    Ok(r)
 }

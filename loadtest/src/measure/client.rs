@@ -1,21 +1,15 @@
-//! One websocket client the way a browser tab is one: join a topic (TCP
-//! connect from a chosen source address, HTTP upgrade, first count frame),
-//! stay, and leave with a close frame. Buffers are small (4 KiB reads, eager
-//! writes) so one load process can hold ~19k connections, and nothing read
-//! from the network is trusted: a bad status, a missing or malformed first
-//! frame or an early close is an error kind that the reports count.
+//! One websocket client the way a browser tab is one: join a topic (TCP connect from a chosen source address, HTTP
+//! upgrade, first count frame), stay, and leave with a close frame. Buffers are small (4 KiB reads, eager writes)
+//! so one load process can hold ~19k connections, and nothing read from the network is trusted: a bad status, a
+//! missing or malformed first frame or an early close is an error kind that the reports count.
 
-use std::{
-    net::{IpAddr, SocketAddr},
-    time::{Duration, Instant},
-};
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::{TcpSocket, TcpStream};
-use tokio_tungstenite::{
-    WebSocketStream,
-    tungstenite::{Error, Message, protocol::WebSocketConfig},
-};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::{Error, Message, protocol::WebSocketConfig};
 
 /// An open websocket.
 pub type Ws = WebSocketStream<TcpStream>;
@@ -31,8 +25,22 @@ pub struct Joined {
     pub count: u64,
 }
 
-/// Joins `topic` on the node at `target`, from `source` if given; a failure
-/// is a short, stable label for error tallies (`connect:ConnectionRefused`).
+/// A TCP connection to `target` from `source` (the kernel's choice if none).
+pub async fn connect(target: SocketAddr, source: Option<IpAddr>) -> std::io::Result<TcpStream> {
+    let socket = match target {
+        SocketAddr::V4(_) => TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    if let Some(source) = source {
+        socket.bind(SocketAddr::new(source, 0))?;
+    }
+    let stream = socket.connect(target).await?;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+/// Joins `topic` on the node at `target`, from `source` if given; a failure is a short, stable label for error
+/// tallies (`connect:ConnectionRefused`).
 pub async fn join(
     target: SocketAddr,
     source: Option<IpAddr>,
@@ -41,23 +49,16 @@ pub async fn join(
 ) -> Result<Joined, String> {
     let joining = async {
         let started = Instant::now();
-        let bind = |error: std::io::Error| format!("bind:{:?}", error.kind());
-        let socket = if target.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() }.map_err(bind)?;
-        if let Some(source) = source {
-            socket.bind(SocketAddr::new(source, 0)).map_err(bind)?;
-        }
-        let connect = |error: std::io::Error| format!("connect:{:?}", error.kind());
-        let stream = socket.connect(target).await.map_err(connect)?;
-        stream.set_nodelay(true).map_err(connect)?;
+        let connected = connect(target, source).await;
+        let stream = connected.map_err(|error| format!("connect:{:?}", error.kind()))?;
         let config = WebSocketConfig::default().read_buffer_size(4096).write_buffer_size(0);
         let config = config.max_message_size(Some(64 * 1024));
         let url = format!("ws://{target}/ws/{topic}");
-        let (mut ws, _) = (tokio_tungstenite::client_async_with_config(url, stream, Some(config)).await).map_err(
-            |error| match error {
-                Error::Http(response) => format!("http:{}", response.status().as_u16()),
-                _ => "handshake".to_owned(),
-            },
-        )?;
+        let upgrade = tokio_tungstenite::client_async_with_config(url, stream, Some(config)).await;
+        let (mut ws, _) = upgrade.map_err(|error| match error {
+            Error::Http(response) => format!("http:{}", response.status().as_u16()),
+            _ => "handshake".to_owned(),
+        })?;
         let handshake = started.elapsed();
         let count = loop {
             match ws.next().await {
@@ -67,13 +68,20 @@ pub async fn join(
             }
         };
         let count = count.and_then(|push| push["count"].as_u64()).ok_or("first_frame")?;
-        Ok::<_, String>(Joined { ws, handshake, first_frame: started.elapsed(), count })
+        let first_frame = started.elapsed();
+        Ok(Joined {
+            ws,
+            handshake,
+            first_frame,
+            count,
+        })
     };
-    tokio::time::timeout(timeout, joining).await.unwrap_or(Err("timeout".into()))
+    let joined = tokio::time::timeout(timeout, joining).await;
+    joined.unwrap_or_else(|_| Err("timeout".into()))
 }
 
-/// Leaves: sends a close frame and waits (at most `timeout`) for the server
-/// to finish the close. Returns whether the server completed it in time.
+/// Leaves: sends a close frame and waits (at most `timeout`) for the server to finish the close. Returns whether
+/// the server completed it in time.
 pub async fn leave(mut ws: Ws, timeout: Duration) -> bool {
     let closed = async {
         if ws.close(None).await.is_ok() {
@@ -83,15 +91,15 @@ pub async fn leave(mut ws: Ws, timeout: Duration) -> bool {
     tokio::time::timeout(timeout, closed).await.is_ok()
 }
 
-/// Waits for the next data frame (a count push); `None` once the connection
-/// has ended. Held connections loop on it, which also answers server pings.
+/// Waits for the next data frame (a count push); `None` once the connection has ended. Held connections loop on it,
+/// which also answers server pings.
 pub async fn next_data_frame(ws: &mut Ws) -> Option<()> {
     loop {
         match ws.next().await? {
             Ok(Message::Text(_) | Message::Binary(_)) => return Some(()),
             Ok(Message::Close(_)) | Err(_) => return None,
-            // Pings are answered by tungstenite on the next write or flush;
-            // flush now so an idle server sees the pong.
+            // Pings are answered by tungstenite on the next write or flush; flush now so an idle server sees the
+            // pong.
             Ok(_) => ws.flush().await.ok()?,
         }
     }

@@ -1,44 +1,33 @@
-//! `count`: `GET /count/{topic}` latency while the node is under load,
-//! paced (open-loop, `--rate` per second over `--connections` keep-alive
-//! connections) because the question is how long a reader waits at a
-//! realistic rate. Latency runs from sending the request to having the whole
-//! body (tokio's 1 ms timer would add the load generator's own lateness to
-//! samples timed from the scheduled start); requests that start more than
-//! 5 ms late are counted instead, to show when the generator fell behind.
+//! `count`: `GET /count/{topic}` latency while the node is under load, paced (open-loop, `--rate` per second over 4
+//! keep-alive connections after a 0.5 s unmeasured warm-up) because the question is how long a reader waits at a
+//! realistic rate. Latency runs from sending the request to having the whole body (tokio's 1 ms timer would add the
+//! load generator's own lateness to samples timed from the scheduled start); requests that start more than 5 ms
+//! late are counted instead, to show when the generator fell behind.
 
-use std::{
-    collections::BTreeMap,
-    time::{Duration, Instant},
-};
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
 
 use clap::Args;
 use serde::{Deserialize, Serialize};
 
-use super::{
-    api::Api,
-    stats::{Latency, LatencySummary, add_counts},
-    topics::{TopicArgs, loopback_addr},
-};
+use super::api::Api;
+use super::stats::{Latency, LatencySummary};
+use super::topics::{NetArgs, TopicArgs};
+
+const WORKERS: usize = 4;
 
 #[derive(Debug, Clone, Args)]
 pub struct CountArgs {
-    /// HTTP addresses of the nodes to query, comma-separated.
-    #[arg(long, value_delimiter = ',', required = true, value_parser = loopback_addr)]
-    pub targets: Vec<std::net::SocketAddr>,
+    #[command(flatten)]
+    pub net: NetArgs,
     #[command(flatten)]
     pub topics: TopicArgs,
     /// Requests per second, all connections together.
     #[arg(long, default_value_t = 2000.0)]
     pub rate: f64,
-    /// Keep-alive connections (one worker each).
-    #[arg(long, default_value_t = 4)]
-    pub connections: usize,
     /// How long to measure.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub duration: Duration,
-    /// Unmeasured warm-up before it.
-    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
-    pub warmup: Duration,
 }
 
 /// What `count` measured (`mode` is always `count`).
@@ -58,49 +47,36 @@ pub struct CountReport {
 
 /// Runs `count`; the latency histogram comes too, so rounds can be merged exactly.
 pub async fn run(args: CountArgs) -> anyhow::Result<(CountReport, Latency)> {
-    let workers = args.connections.max(1);
-    let period = Duration::from_secs_f64(workers as f64 / args.rate.max(1.0));
+    let period = Duration::from_secs_f64(WORKERS as f64 / args.rate.max(1.0));
     let begin = Instant::now() + Duration::from_millis(50);
-    let measure_from = begin + args.warmup;
-    let end = measure_from + args.duration;
-    let mut picker = args.topics.picker();
-    let names: Vec<String> = (0..4096).map(|i| picker.topic(i)).collect();
-    let (rate_target, duration, mut set) = (args.rate, args.duration, tokio::task::JoinSet::new());
-    for worker in 0..workers {
-        let api = Api::new(Duration::from_secs(5), 1)?;
-        let target = args.targets[worker % args.targets.len()];
-        let names = names.clone();
+    let (measure_from, names) = (begin + Duration::from_millis(500), args.topics.names(4096));
+    let (end, mut set) = (measure_from + args.duration, tokio::task::JoinSet::new());
+    for worker in 0..WORKERS {
+        let (target, source) = args.net.endpoint(worker as u64);
+        let (api, names) = (Api::new(Duration::from_secs(5), 1, source)?, names.clone());
         // Workers are offset within the period so their requests interleave.
-        let offset = period.mul_f64(worker as f64 / workers as f64);
+        let mut slot = begin + period.mul_f64(worker as f64 / WORKERS as f64);
+        let (mut r, mut latency, mut n) = (CountReport::default(), Latency::default(), worker);
+        r.rate_target = args.rate;
         set.spawn(async move {
-            let (mut latency, mut errors, mut late) = (Latency::default(), BTreeMap::<String, u64>::new(), 0);
-            let mut slot = begin + offset;
-            let mut n = worker;
             while slot < end {
                 tokio::time::sleep_until(slot.into()).await;
-                let sent = Instant::now();
-                let measured = slot >= measure_from;
-                if measured && sent.duration_since(slot) > Duration::from_millis(5) {
-                    late += 1;
-                }
-                let topic = &names[n % names.len()];
-                n += workers;
-                match api.count(target, topic).await {
-                    Ok(_) if measured => latency.record(sent.elapsed()),
-                    Ok(_) => {}
-                    Err(error) if measured => {
-                        let kind = if error.to_string().contains("HTTP") { "status" } else { "transport" };
-                        *errors.entry(kind.to_owned()).or_default() += 1;
+                let (sent, measured) = (Instant::now(), slot >= measure_from);
+                r.late_starts += u64::from(measured && sent - slot > Duration::from_millis(5));
+                let answer = api.count(target, &names[n % names.len()]).await;
+                (n, slot) = (n + WORKERS, slot + period);
+                match answer {
+                    _ if !measured => {}
+                    Ok(_) => latency.record(sent.elapsed()),
+                    // `Api` names the status of an answer that is not 200.
+                    Err(error) => {
+                        let kind = ["transport", "status"][usize::from(error.to_string().contains("HTTP"))];
+                        *r.errors.entry(kind.to_owned()).or_default() += 1;
                     }
-                    Err(_) => {}
                 }
-                slot += period;
             }
-            let rps = latency.len() as f64 / duration.as_secs_f64();
-            (
-                CountReport { rate_target, errors, achieved_rps: rps, late_starts: late, ..CountReport::default() },
-                latency,
-            )
+            r.achieved_rps = latency.len() as f64 / (end - measure_from).as_secs_f64();
+            (r, latency)
         });
     }
     let mut workers = Vec::new();
@@ -113,15 +89,16 @@ pub async fn run(args: CountArgs) -> anyhow::Result<(CountReport, Latency)> {
     Ok((report, latency))
 }
 
-/// Merges rounds (or workers) into one report: percentiles over every
-/// sample, errors and late starts summed, the mean rate.
+/// Merges rounds (or workers) into one report: percentiles over every sample, errors and late starts summed, the
+/// mean rate.
 pub fn merge(rounds: &[(CountReport, Latency)]) -> Option<(CountReport, Latency)> {
-    let mut merged =
-        CountReport { mode: "count".into(), rate_target: rounds.first()?.0.rate_target, ..CountReport::default() };
-    let mut latency = Latency::default();
+    let (mut merged, mut latency) = (CountReport::default(), Latency::default());
+    (merged.mode, merged.rate_target) = ("count".into(), rounds.first()?.0.rate_target);
     for (report, histogram) in rounds {
         latency.merge(histogram);
-        add_counts(&mut merged.errors, report.errors.clone());
+        for (kind, n) in &report.errors {
+            *merged.errors.entry(kind.clone()).or_default() += n;
+        }
         merged.late_starts += report.late_starts;
         merged.achieved_rps += report.achieved_rps / rounds.len() as f64;
     }

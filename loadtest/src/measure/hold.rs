@@ -1,73 +1,51 @@
-//! `hold`: open C websocket connections over T topics and keep them open;
-//! how fast the handshakes went (rate, connect p50/p99) and, given
-//! `--server-pid`, what the held connections cost the server in resident
-//! memory. One process holds at most ~19k sockets (the open-files limit is
-//! 20,000), so bigger runs start several: with `--wait-stdin` a process prints
-//! a `ready` line once connected and releases when its stdin closes.
+//! `hold`: open C websocket connections over T topics (100 handshakes in flight) and keep them open; how fast the
+//! handshakes went (rate, connect p50/p99) and, given `--server-pid`, what the held connections cost the server in
+//! resident memory. One process holds at most ~19k sockets (the open-files limit is 20,000), so bigger runs start
+//! several: with `--wait-stdin` a process prints its report so far once connected and releases when its stdin
+//! closes.
 
-use std::{
-    collections::BTreeMap,
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering::Relaxed},
-    },
-    time::{Duration, Instant},
-};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use clap::Args;
 use serde::{Deserialize, Serialize};
-use tokio::{
-    io::{AsyncBufReadExt, BufReader},
-    sync::{Semaphore, mpsc},
-};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::sync::Semaphore;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-use super::{
-    client::{self, Ws},
-    human, procfs,
-    stats::{Latency, LatencySummary},
-    topics::{NetArgs, TopicArgs},
-};
+use super::client::{self, Ws};
+use super::procfs;
+use super::stats::{Latency, LatencySummary};
+use super::topics::{NetArgs, TopicArgs};
 
-#[derive(Debug, Clone, Args, Serialize)]
+#[derive(Debug, Clone, Args)]
 pub struct HoldArgs {
     #[command(flatten)]
-    #[serde(flatten)]
     pub net: NetArgs,
     #[command(flatten)]
-    #[serde(flatten)]
     pub topics: TopicArgs,
     /// Connections to open.
     #[arg(long, default_value_t = 1000)]
     pub connections: u64,
-    /// Handshakes in flight at once.
-    /// headcount's listener has tokio's default backlog of 128: more in
-    /// flight than that overflows its accept queue.
-    #[arg(long, default_value_t = 100)]
-    pub concurrency: usize,
     /// How long to hold once connected (ignored with --wait-stdin).
     #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
-    #[serde(serialize_with = "human")]
     pub hold: Duration,
-    /// Print a `ready` JSON line when connected, hold until stdin closes.
+    /// Print the report so far when connected, hold until stdin closes.
     #[arg(long)]
     pub wait_stdin: bool,
     /// Pause between the last handshake and the memory reading.
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
-    #[serde(serialize_with = "human")]
     pub settle: Duration,
     /// Server process ids whose VmRSS is read before and after.
     #[arg(long, value_delimiter = ',')]
     pub server_pid: Vec<u32>,
-    /// Longest a single join may take.
-    #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
-    #[serde(serialize_with = "human")]
-    pub timeout: Duration,
 }
 
-/// Memory of one server process (VmRSS, KiB): before connecting, with
-/// every connection held and settled, after the release.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// Memory of one server process (VmRSS, KiB): before connecting, with every connection held and settled, after the
+/// release.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ServerMemory {
     pub pid: u32,
     pub rss_before_kib: u64,
@@ -75,17 +53,8 @@ pub struct ServerMemory {
     pub rss_released_kib: u64,
 }
 
-/// The `ready` line printed with `--wait-stdin` (`event` is always `ready`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Ready {
-    pub event: String,
-    pub held: u64,
-    pub failed: u64,
-    pub connect_secs: f64,
-}
-
-/// What `hold` measured (`mode` is always `hold`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// What `hold` measured (`mode` is `ready` in the line printed once connected, `hold` in the final one).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct HoldReport {
     pub mode: String,
     /// Connections asked for, joined, failed (in all and by kind).
@@ -108,8 +77,8 @@ pub struct HoldReport {
     pub unclean_closes: u64,
     /// Memory of each `--server-pid`.
     pub servers: Vec<ServerMemory>,
-    /// Connection attempts the kernel dropped on full listen queues while
-    /// connecting (machine-wide); each costs its client a 1 s SYN retransmit.
+    /// Connection attempts the kernel dropped on full listen queues while connecting (machine-wide); each costs its
+    /// client a 1 s SYN retransmit.
     #[serde(default)]
     pub listen_overflows: u64,
 }
@@ -119,16 +88,34 @@ impl HoldReport {
     pub fn bytes_per_connection(&self) -> Option<f64> {
         let grown = |s: &ServerMemory| s.rss_held_kib as i64 - s.rss_before_kib as i64;
         let grown: i64 = self.servers.iter().map(grown).sum();
-        (self.held > 0 && !self.servers.is_empty()).then(|| grown as f64 * 1024.0 / self.held as f64)
+        let some = self.held > 0 && !self.servers.is_empty();
+        some.then(|| grown as f64 * 1024.0 / self.held as f64)
     }
 }
 
-/// What the held connections saw, shared by their tasks.
+/// Handshake and first-frame latencies, join errors by kind, the last join.
+type Joins = (Latency, Latency, BTreeMap<String, u64>, Option<Instant>);
+
+/// What the connections saw: their joins; server closes, count pushes, unclean closes.
 #[derive(Default)]
 struct Tally {
-    dropped: AtomicU64,
-    pushes: AtomicU64,
-    unclean: AtomicU64,
+    joins: Mutex<Joins>,
+    held: [AtomicU64; 3],
+}
+
+impl Tally {
+    fn joined(&self, joined: &Result<client::Joined, String>) {
+        let mut joins = self.joins.lock().unwrap_or_else(PoisonError::into_inner);
+        let (handshake, first_frame, errors, last) = &mut *joins;
+        match joined {
+            Ok(joined) => {
+                handshake.record(joined.handshake);
+                first_frame.record(joined.first_frame);
+                *last = Some(Instant::now());
+            }
+            Err(kind) => *errors.entry(kind.clone()).or_default() += 1,
+        }
+    }
 }
 
 /// Holds a joined connection until `stop`, then leaves (`None` once the server ended it).
@@ -137,11 +124,11 @@ async fn hold(mut ws: Ws, stop: CancellationToken, tally: Arc<Tally>) -> Option<
         tokio::select! {
             () = stop.cancelled() => {
                 let clean = client::leave(ws, Duration::from_secs(5)).await;
-                tally.unclean.fetch_add(u64::from(!clean), Relaxed);
+                tally.held[2].fetch_add(u64::from(!clean), Relaxed);
                 return Some(());
             }
             frame = client::next_data_frame(&mut ws) => {
-                (if frame.is_some() { &tally.pushes } else { &tally.dropped }).fetch_add(1, Relaxed);
+                tally.held[usize::from(frame.is_some())].fetch_add(1, Relaxed);
                 frame?;
             }
         }
@@ -153,94 +140,63 @@ fn rss_each(pids: &[u32]) -> Vec<u64> {
 }
 
 pub async fn run(args: HoldArgs) -> anyhow::Result<HoldReport> {
-    let (rss_before, overflows_before) = (rss_each(&args.server_pid), procfs::listen_overflows().unwrap_or(0));
-    let (stop, tracker, tally) = (CancellationToken::new(), TaskTracker::new(), Arc::new(Tally::default()));
-    let (outcomes, mut results) = mpsc::channel(1024);
-    let started = Instant::now();
-    let spawning = tokio::spawn({
-        let (args, stop, tracker, tally) = (args.clone(), stop.clone(), tracker.clone(), tally.clone());
-        let (gate, mut picker) = (Arc::new(Semaphore::new(args.concurrency.max(1))), args.topics.picker());
-        async move {
-            for sequence in 0..args.connections {
-                let Ok(permit) = gate.clone().acquire_owned().await else {
-                    break;
-                };
-                let ((target, source), topic) = (args.net.endpoint(sequence), picker.topic(sequence));
-                let (outcomes, stop, tally, timeout) = (outcomes.clone(), stop.clone(), tally.clone(), args.timeout);
-                tracker.spawn(async move {
-                    let joined = client::join(target, source, &topic, timeout).await;
-                    drop(permit);
-                    let outcome = joined.as_ref().map(|joined| (joined.handshake, joined.first_frame));
-                    let _ = outcomes.send(outcome.map_err(Clone::clone)).await;
-                    drop(outcomes);
-                    if let Ok(joined) = joined {
-                        let _ = hold(joined.ws, stop, tally).await;
-                    }
-                });
+    let (rss_before, overflows) = (rss_each(&args.server_pid), procfs::listen_overflows());
+    let (stop, tracker, tally) = (CancellationToken::new(), TaskTracker::new(), Arc::<Tally>::default());
+    let (gate, started) = (Arc::new(Semaphore::new(100)), Instant::now());
+    for (sequence, topic) in (0..).zip(args.topics.names(args.connections)) {
+        let permit = gate.clone().acquire_owned().await?;
+        let ((target, source), stop, tally) = (args.net.endpoint(sequence), stop.clone(), tally.clone());
+        tracker.spawn(async move {
+            let joined = client::join(target, source, &topic, Duration::from_secs(15)).await;
+            tally.joined(&joined);
+            drop(permit);
+            if let Ok(joined) = joined {
+                let _ = hold(joined.ws, stop, tally).await;
             }
-        }
-    });
-
-    let (mut handshake, mut first_frame) = (Latency::default(), Latency::default());
-    let mut errors = BTreeMap::<String, u64>::new();
-    let mut last_join = started;
-    for _ in 0..args.connections {
-        match results.recv().await {
-            Some(Ok((h, f))) => {
-                handshake.record(h);
-                first_frame.record(f);
-                last_join = Instant::now();
-            }
-            Some(Err(kind)) => *errors.entry(kind).or_default() += 1,
-            None => break,
-        }
+        });
     }
-    spawning.await?;
-    let (held, failed) = (handshake.len(), errors.values().sum());
-    let connect_secs = last_join.duration_since(started).as_secs_f64();
-    let listen_overflows = procfs::listen_overflows().unwrap_or(0).saturating_sub(overflows_before);
+    // Every join has ended once every permit is back.
+    drop(gate.acquire_many(100).await?);
+    let mut r = HoldReport::default();
+    {
+        let joins = tally.joins.lock().unwrap_or_else(PoisonError::into_inner);
+        (r.requested, r.held, r.errors) = (args.connections, joins.0.len(), joins.2.clone());
+        r.failed = r.errors.values().sum();
+        (r.handshake, r.first_frame) = (joins.0.summary(), joins.1.summary());
+        r.connect_secs = joins.3.map_or(0.0, |last| (last - started).as_secs_f64());
+    }
+    let per_sec = r.held as f64 / r.connect_secs;
+    r.handshakes_per_sec = if r.connect_secs > 0.0 { per_sec } else { 0.0 };
+    let overflows = procfs::listen_overflows().zip(overflows);
+    r.listen_overflows = overflows.map_or(0, |(after, before)| after.saturating_sub(before));
     tokio::time::sleep(args.settle).await;
     let rss_held = rss_each(&args.server_pid);
-
     if args.wait_stdin {
-        let ready = Ready { event: "ready".into(), held, failed, connect_secs };
-        println!("{}", serde_json::to_string(&ready)?);
+        r.mode = "ready".into();
+        println!("{}", serde_json::to_string(&r)?);
         // Any line or the end of stdin releases the connections.
         let _ = BufReader::new(tokio::io::stdin()).lines().next_line().await;
     } else {
         tokio::time::sleep(args.hold).await;
     }
-
     let releasing = Instant::now();
     stop.cancel();
     tracker.close();
     tracker.wait().await;
-    let release_secs = releasing.elapsed().as_secs_f64();
+    r.release_secs = releasing.elapsed().as_secs_f64();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let rss_released = rss_each(&args.server_pid);
-    let memory = (args.server_pid.iter().zip(rss_before).zip(rss_held).zip(rss_released)).map(
-        |(((&pid, rss_before_kib), rss_held_kib), rss_released_kib)| ServerMemory {
+    let rss = args.server_pid.iter().zip(rss_before).zip(rss_held);
+    for ((&pid, rss_before_kib), rss_held_kib) in rss {
+        let rss_released_kib = procfs::rss_kib(pid).unwrap_or(0);
+        let memory = ServerMemory {
             pid,
             rss_before_kib,
             rss_held_kib,
             rss_released_kib,
-        },
-    );
-    Ok(HoldReport {
-        mode: "hold".into(),
-        requested: args.connections,
-        held,
-        failed,
-        errors,
-        connect_secs,
-        handshakes_per_sec: if connect_secs > 0.0 { held as f64 / connect_secs } else { 0.0 },
-        handshake: handshake.summary(),
-        first_frame: first_frame.summary(),
-        dropped_while_held: tally.dropped.load(Relaxed),
-        pushes: tally.pushes.load(Relaxed),
-        release_secs,
-        unclean_closes: tally.unclean.load(Relaxed),
-        servers: memory.collect(),
-        listen_overflows,
-    })
+        };
+        r.servers.push(memory);
+    }
+    let [dropped, pushes, unclean] = tally.held.each_ref().map(|n| n.load(Relaxed));
+    (r.dropped_while_held, r.pushes, r.unclean_closes, r.mode) = (dropped, pushes, unclean, "hold".into());
+    Ok(r)
 }

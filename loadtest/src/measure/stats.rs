@@ -1,9 +1,8 @@
-//! Latency histograms and the summaries every report carries: HdrHistogram
-//! (microsecond resolution, 3 significant digits, up to 10 minutes), so a
-//! p99.9 over 100k samples costs a few KiB and merging per-task histograms is
-//! exact; summaries are in milliseconds, the unit of every target.
+//! Latency histograms and the summaries every report carries: HdrHistogram (microseconds, 3 significant digits, up
+//! to 10 minutes), so a p99.9 over 100k samples costs a few KiB and merging per-task histograms is exact; summaries
+//! are in milliseconds, the unit of every target.
 
-use std::{collections::BTreeMap, time::Duration};
+use std::time::Duration;
 
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
@@ -16,8 +15,7 @@ pub struct Latency(Histogram<u64>);
 
 impl Default for Latency {
     fn default() -> Self {
-        // The bounds are constants that HdrHistogram accepts (low >= 1,
-        // high >= 2 * low, 3 significant digits), so this cannot fail.
+        // Constant bounds that HdrHistogram accepts (low ≥ 1, high ≥ 2·low, 3 digits): cannot fail.
         Self(Histogram::new_with_bounds(1, MAX_MICROS, 3).expect("constant histogram bounds are valid"))
     }
 }
@@ -25,7 +23,8 @@ impl Default for Latency {
 impl Latency {
     /// Records one sample; longer than the bound records as the bound.
     pub fn record(&mut self, elapsed: Duration) {
-        self.0.saturating_record(u64::try_from(elapsed.as_micros()).unwrap_or(MAX_MICROS).clamp(1, MAX_MICROS));
+        let micros = u64::try_from(elapsed.as_micros()).unwrap_or(MAX_MICROS);
+        self.0.saturating_record(micros.clamp(1, MAX_MICROS));
     }
 
     /// Adds every sample of `other` (same bounds on both sides, so it cannot fail).
@@ -38,15 +37,15 @@ impl Latency {
         self.0.len()
     }
 
-    /// Percentiles in milliseconds.
+    /// Percentiles in milliseconds (all zero without samples).
     pub fn summary(&self) -> LatencySummary {
-        let (h, ms) = (&self.0, |micros: u64| micros as f64 / 1000.0);
-        if h.is_empty() {
-            return LatencySummary::default();
+        let (h, ms, mut s) = (&self.0, |micros: u64| micros as f64 / 1000.0, LatencySummary::default());
+        if !h.is_empty() {
+            (s.count, s.min_ms, s.max_ms, s.mean_ms) = (h.len(), ms(h.min()), ms(h.max()), h.mean() / 1000.0);
+            let quantiles = [0.5, 0.9, 0.99, 0.999].map(|q| ms(h.value_at_quantile(q)));
+            [s.p50_ms, s.p90_ms, s.p99_ms, s.p999_ms] = quantiles;
         }
-        let [p50_ms, p90_ms, p99_ms, p999_ms] = [0.5, 0.9, 0.99, 0.999].map(|q| ms(h.value_at_quantile(q)));
-        let (min_ms, max_ms, mean_ms) = (ms(h.min()), ms(h.max()), h.mean() / 1000.0);
-        LatencySummary { count: h.len(), min_ms, p50_ms, p90_ms, p99_ms, p999_ms, max_ms, mean_ms }
+        s
     }
 }
 
@@ -61,28 +60,4 @@ pub struct LatencySummary {
     pub p999_ms: f64,
     pub max_ms: f64,
     pub mean_ms: f64,
-}
-
-/// Adds every count of `from` to the same key of `into` (error tallies).
-pub fn add_counts(into: &mut BTreeMap<String, u64>, from: BTreeMap<String, u64>) {
-    for (kind, n) in from {
-        *into.entry(kind).or_default() += n;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn percentiles_merge_and_empty() {
-        let (mut a, mut b) = (Latency::default(), Latency::default());
-        (1..=500).for_each(|micros| a.record(Duration::from_micros(micros)));
-        (501..=1000).for_each(|micros| b.record(Duration::from_micros(micros)));
-        a.merge(&b);
-        let summary = a.summary();
-        assert_eq!(summary.count, 1000);
-        assert!((summary.p50_ms - 0.5).abs() < 0.01 && (summary.p99_ms - 0.99).abs() < 0.01, "{summary:?}");
-        assert_eq!(Latency::default().summary().count, 0);
-    }
 }

@@ -1,40 +1,44 @@
-//! What a suite or scale run measured, as written to
-//! `target/loadtest/suite.json` and `scale.json`: filled in by `runs`, read
-//! back by `render`. Every field has a default, so older files still load;
-//! times are in the unit their name ends with, X is the gossip interval.
+//! What a run measured, as written to `target/loadtest/NAME.json`: filled in by `runs`, read back by `render`.
+//! Every field has a default, so older files still load; times are in the unit their name ends with, X is the
+//! gossip interval.
 
 use serde::{Deserialize, Serialize};
 
-use crate::measure::{
-    churn::ChurnReport, converge::ConvergeReport, count::CountReport, hold::HoldReport, procfs::Machine,
-    stats::LatencySummary,
-};
+use crate::measure::{churn::ChurnReport, converge::ConvergeReport, count::CountReport, hold::HoldReport};
+use crate::measure::{procfs::Machine, stats::LatencySummary};
+
+/// What every run records: its mode, when it started (`YYYY-MM-DD HH:MM UTC`) and how long it took, the machine,
+/// and the correctness problems it saw (product bugs, with numbers).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RunInfo {
+    pub mode: String,
+    pub started: String,
+    pub wall_secs: f64,
+    pub machine: Option<Machine>,
+    pub problems: Vec<String>,
+}
 
 /// Everything one suite run measured.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct SuiteResults {
-    pub mode: String,
-    /// `YYYY-MM-DD HH:MM UTC`.
-    pub started: String,
-    pub wall_secs: f64,
-    pub machine: Option<Machine>,
+    #[serde(flatten)]
+    pub run: RunInfo,
     /// Connections held per node and the topics they spread over.
     pub connections: u64,
     pub topics: u64,
     pub node: NodeResults,
     pub clusters: Vec<ClusterResults>,
-    /// Correctness problems seen (product bugs), with numbers.
-    pub problems: Vec<String>,
 }
 
-/// Per-node results: headcount against bare, each on a fresh process.
+/// Per-node results: headcount against bare, each on a fresh process. GET /count is measured while each holds its
+/// connections (bare's is a static answer), all rounds merged, with each round's p99.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct NodeResults {
     pub hold_headcount: Option<HoldReport>,
     pub hold_bare: Option<HoldReport>,
-    /// GET /count while each holds its connections (bare's is a static answer), all rounds merged.
     pub count_headcount: Option<CountReport>,
     pub count_bare: Option<CountReport>,
     pub count_rounds_p99_headcount: Vec<f64>,
@@ -43,14 +47,13 @@ pub struct NodeResults {
     pub churn_bare: Vec<ChurnReport>,
 }
 
-/// Gossip traffic of every node over one window.
+/// Gossip traffic of every node over one window: UDP bytes sent and received per second, per node; full-state pulls
+/// during the window, all nodes.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct GossipReading {
-    /// UDP bytes sent and received per second, per node.
     pub sent_bps: Vec<f64>,
     pub received_bps: Vec<f64>,
-    /// Full-state pulls during the window, all nodes.
     pub pulls: f64,
 }
 
@@ -62,35 +65,29 @@ impl GossipReading {
 
     /// Mean sent bytes per second per node.
     pub fn mean_sent(&self) -> f64 {
-        if self.sent_bps.is_empty() { 0.0 } else { self.sent_bps.iter().sum::<f64>() / self.sent_bps.len() as f64 }
+        self.sent_bps.iter().sum::<f64>() / self.sent_bps.len().max(1) as f64
     }
 }
 
-/// One cluster configuration of the suite.
+/// One cluster configuration of the suite: convergence, gossip with no topics at all and while 10 topics churn
+/// (that churn too), and a quiet reading (see [`ScaleResults`], whose fields these `quiet_` ones are).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ClusterResults {
     pub nodes: usize,
     pub interval_ms: f64,
     pub converge: Option<ConvergeReport>,
-    /// Gossip with no topics at all, and while 10 topics churn (that churn too).
     pub gossip_idle: GossipReading,
     pub gossip_busy: GossipReading,
     pub busy_churn: Option<ChurnReport>,
-    /// Topics held (one connection each) for the quiet reading.
+    /// Topics held, one connection each, and gossip while nothing changes.
     pub quiet_topics: u64,
-    /// Gossip while they are held and nothing changes.
     pub gossip_quiet: GossipReading,
-    /// From the last join to every node's total agreeing, ms: the slowest node, and each.
     pub quiet_agree_ms: Option<f64>,
     pub quiet_agree_each_ms: Vec<Option<f64>>,
-    /// From agreement until gossip was back near its idle rate, seconds.
     pub quiet_tail_secs: Option<f64>,
-    /// Full-state pulls each node made from the first quiet join to agreement.
     pub quiet_pulls_each: Vec<f64>,
-    /// Seconds the load process took to close every quiet connection.
     pub quiet_release_secs: f64,
-    /// From the start of the release to every node's total at 0, ms.
     pub quiet_release_agree_ms: Option<f64>,
 }
 
@@ -98,11 +95,8 @@ pub struct ClusterResults {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ScaleResults {
-    pub mode: String,
-    /// `YYYY-MM-DD HH:MM UTC`.
-    pub started: String,
-    pub wall_secs: f64,
-    pub machine: Option<Machine>,
+    #[serde(flatten)]
+    pub run: RunInfo,
     /// Nodes, load processes and the source addresses they used.
     pub nodes: usize,
     pub procs: usize,
@@ -133,13 +127,13 @@ pub struct ScaleResults {
     /// From the start of the release to every total at 0, ms.
     pub release_agree_ms: Option<f64>,
     pub holds: Vec<HoldReport>,
-    pub problems: Vec<String>,
 }
 
 impl ScaleResults {
     /// Resident bytes per held connection over all nodes.
     pub fn bytes_per_connection(&self) -> Option<f64> {
-        let grown: i64 = self.rss_held_kib.iter().zip(&self.rss_before_kib).map(|(h, b)| *h as i64 - *b as i64).sum();
-        (self.held > 0).then(|| grown as f64 * 1024.0 / self.held as f64)
+        let grown = self.rss_held_kib.iter().zip(&self.rss_before_kib);
+        let grown = grown.map(|(held, before)| *held as i64 - *before as i64);
+        (self.held > 0).then(|| grown.sum::<i64>() as f64 * 1024.0 / self.held as f64)
     }
 }

@@ -1,174 +1,161 @@
-//! The bench lab: starts headcount nodes, bare servers and `hold` processes
-//! on kernel-chosen loopback ports (other people run tests here too), logs
-//! them to `target/loadtest/logs/`, reads the nodes while a run goes on, and
-//! stops them; every child is killed when its handle drops, so an error
-//! halfway through a run leaves no server behind.
+//! The bench lab: starts headcount nodes, bare servers and `hold` processes on kernel-chosen loopback ports (other
+//! people run tests here too), logs them to `target/loadtest/logs/`, reads the nodes while a run goes on, and stops
+//! them; every child is killed when its handle drops, so an error halfway through a run leaves no server behind.
 
-use std::{
-    ffi::OsStr,
-    io,
-    net::{SocketAddr, TcpListener, UdpSocket},
-    path::{Path, PathBuf},
-    process::Stdio,
-    time::{Duration, Instant},
-};
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
-use serde::de::DeserializeOwned;
-use tokio::{
-    io::{AsyncBufReadExt, BufReader, Lines},
-    process::{Child, ChildStdin, ChildStdout, Command},
-};
+use futures_util::future::join_all;
+use tokio::io::{AsyncBufReadExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 
-use crate::{
-    measure::{
-        api::Api,
-        argv,
-        hold::{HoldArgs, HoldReport, Ready},
-        procfs,
-    },
-    report::results::GossipReading,
-};
+use crate::measure::{api::Api, hold::HoldReport, procfs};
+use crate::report::results::GossipReading;
 
 /// The counter of full-state pulls a node made.
 pub const PULLS: &str = "headcount_cluster_pulls_total";
+/// Node flags of the suite and the scale run: no per-IP cap in the way.
+pub const UNCAPPED: &str = "--max-connections-per-ip 1000000";
 
 /// A running server process; `name` is also its node name and its log's.
 pub struct Server {
     pub name: String,
     pub http: SocketAddr,
+    pub gossip: SocketAddr,
     pub pid: u32,
-    gossip: SocketAddr,
     child: Child,
 }
 
 impl Server {
-    /// Resident memory now, KiB.
-    pub fn rss_kib(&self) -> u64 {
-        procfs::rss_kib(self.pid).unwrap_or(0)
-    }
-
-    /// Asks the process to stop (SIGTERM), then kills it after `grace`;
-    /// how it had exited before if it had (a crash).
-    pub async fn stop(mut self, grace: Duration) -> Option<String> {
-        let crashed = self.child.try_wait().ok().flatten().map(|status| status.to_string());
-        let _ = Command::new("kill").arg("-TERM").arg(self.pid.to_string()).status().await;
-        if tokio::time::timeout(grace, self.child.wait()).await.is_err() {
-            let _ = self.child.kill().await;
+    /// Stops `servers` (SIGTERM, then killed after 10 s); a problem for each that had exited already (a crash).
+    pub async fn stop(servers: Vec<Server>, problems: &mut Vec<String>) {
+        for mut server in servers {
+            if let Ok(Some(status)) = server.child.try_wait() {
+                problems.push(format!("node {} exited during the run ({status})", server.name));
+            }
+            let _ = Command::new("kill")
+                .args(["-TERM", &server.pid.to_string()])
+                .status()
+                .await;
+            if tokio::time::timeout(Duration::from_secs(10), server.child.wait())
+                .await
+                .is_err()
+            {
+                let _ = server.child.kill().await;
+            }
         }
-        crashed
     }
 }
 
-/// A `hold` child process: a `ready` line once connected, its report once
-/// released (stdin closed).
-pub struct Holder {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    lines: Lines<BufReader<ChildStdout>>,
-}
+/// A `hold` child process: its report so far once connected, its final report once released (stdin closed).
+pub struct Holder(Child, Option<ChildStdin>, Lines<BufReader<ChildStdout>>);
 
 impl Holder {
-    async fn next<T: DeserializeOwned>(&mut self, timeout: Duration) -> anyhow::Result<T> {
+    /// The next report line, within `timeout`.
+    pub async fn report(&mut self, timeout: Duration) -> anyhow::Result<HoldReport> {
         let line = async {
-            while let Some(line) = self.lines.next_line().await? {
-                if let Ok(value) = serde_json::from_str(&line) {
-                    return Ok(value);
+            while let Some(line) = self.2.next_line().await? {
+                if let Ok(report) = serde_json::from_str(&line) {
+                    return Ok(report);
                 }
             }
             Err(anyhow!("hold process ended early"))
         };
-        tokio::time::timeout(timeout, line).await.map_err(|_| anyhow!("hold process silent for {timeout:?}"))?
+        let silent = |_| anyhow!("hold process silent for {timeout:?}");
+        tokio::time::timeout(timeout, line).await.map_err(silent)?
     }
 
-    /// Waits for the `ready` line.
-    pub async fn ready(&mut self, timeout: Duration) -> anyhow::Result<Ready> {
-        self.next(timeout).await
-    }
-
-    /// Closes its stdin: the process starts closing its connections.
-    pub fn start_release(&mut self) {
-        drop(self.stdin.take());
-    }
-
-    /// Releases (if not started yet) and reads the process's report.
+    /// Closes its stdin, so the process closes its connections, and reads its final report.
     pub async fn release(mut self, timeout: Duration) -> anyhow::Result<HoldReport> {
-        self.start_release();
-        let report = self.next(timeout).await;
-        let _ = tokio::time::timeout(Duration::from_secs(5), self.child.wait()).await;
+        drop(self.1.take());
+        let report = self.report(timeout).await;
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.0.wait()).await;
         report
     }
 }
 
-/// Where the binaries and logs are (`dir` is `target/loadtest`), and a
-/// client for the nodes' API.
+/// Where the binaries and logs are (`dir` is `target/loadtest`), when the run started, and a client for the nodes'
+/// API.
 pub struct Lab {
     pub dir: PathBuf,
+    pub started: Instant,
     pub api: Api,
     bin: PathBuf,
     headcount: PathBuf,
 }
 
 impl Lab {
-    /// Finds the binaries next to this one (or `headcount`).
-    pub fn new(headcount: Option<PathBuf>) -> anyhow::Result<Self> {
+    /// Finds the binaries next to this one.
+    pub fn new() -> anyhow::Result<Self> {
         let load = std::env::current_exe().context("own executable")?;
-        let bin = load.parent().ok_or_else(|| anyhow!("executable has no directory"))?.to_path_buf();
-        let headcount = headcount.unwrap_or_else(|| bin.join("headcount"));
+        let bin = load.parent().context("executable has no directory")?.to_path_buf();
+        let headcount = bin.join("headcount");
         for binary in [&headcount, &bin.join("headcount-bare")] {
-            if !binary.exists() {
-                bail!("{} not found: cargo build --release -p headcount -p headcount-load", binary.display());
-            }
+            let build = "cargo build --release -p headcount -p headcount-load";
+            anyhow::ensure!(binary.exists(), "{} not found: {build}", binary.display());
         }
-        let dir = bin.parent().map_or_else(|| bin.clone(), Path::to_path_buf).join("loadtest");
+        let dir = bin.parent().unwrap_or(&bin).join("loadtest");
         std::fs::create_dir_all(dir.join("logs"))?;
-        Ok(Self { dir, api: Api::new(Duration::from_secs(10), usize::MAX)?, bin, headcount })
+        let api = Api::new(Duration::from_secs(10), usize::MAX, None)?;
+        let started = Instant::now();
+        Ok(Self {
+            dir,
+            started,
+            api,
+            bin,
+            headcount,
+        })
     }
 
-    fn command<S: AsRef<OsStr>>(
-        &self,
-        program: &Path,
-        args: impl IntoIterator<Item = S>,
-        name: &str,
-    ) -> io::Result<Command> {
-        let log = |suffix| std::fs::File::create(self.dir.join("logs").join(format!("{name}{suffix}.log")));
+    /// `program` with `args`, logging to `logs/{name}.log` and `.err.log`.
+    fn command(&self, program: &Path, args: &[String], name: &str) -> anyhow::Result<Command> {
+        let log = |suffix| std::fs::File::create(self.dir.join(format!("logs/{name}{suffix}.log")));
         let mut command = Command::new(program);
-        command.args(args).stdin(Stdio::null()).stdout(log("")?).stderr(log(".err")?).kill_on_drop(true);
+        command.args(args).stdin(Stdio::null()).kill_on_drop(true);
+        command.stdout(log("")?).stderr(log(".err")?);
         Ok(command)
     }
 
-    /// Starts a headcount node gossiping every `interval` (or, with no
-    /// `interval`, the bare baseline server), joining `seed` if given.
-    pub fn server(&self, name: &str, interval: Option<Duration>, seed: Option<&Server>) -> anyhow::Result<Server> {
+    /// Starts a headcount node gossiping every `interval` with `flags` added, or with no `interval` the bare
+    /// baseline server.
+    pub fn server(&self, name: &str, interval: Option<Duration>, flags: &str) -> anyhow::Result<Server> {
         let free = || TcpListener::bind("127.0.0.1:0")?.local_addr();
         let (http, grpc, gossip) = (free()?, free()?, UdpSocket::bind("127.0.0.1:0")?.local_addr()?);
         let (program, args) = match interval {
             None => (self.bin.join("headcount-bare"), format!("--http {http}")),
             Some(x) => {
-                let seeds = seed.map(|seed| format!(" --seeds {}", seed.gossip)).unwrap_or_default();
                 let node = format!("--http {http} --grpc {grpc} --gossip {gossip} --node-name {name}");
-                let x = x.as_millis();
-                (
-                    self.headcount.clone(),
-                    format!("{node} --gossip-interval {x}ms --max-connections-per-ip 1000000{seeds}"),
-                )
+                let args = format!("{node} --gossip-interval {}ms {flags}", x.as_millis());
+                (self.headcount.clone(), args)
             }
         };
-        let child =
-            self.command(&program, args.split(' '), name)?.spawn().with_context(|| format!("starting {name}"))?;
-        let pid = child.id().ok_or_else(|| anyhow!("{name} exited at once"))?;
-        Ok(Server { name: name.into(), http, pid, gossip, child })
+        let args: Vec<String> = args.split_whitespace().map(str::to_owned).collect();
+        let mut command = self.command(&program, &args, name)?;
+        let child = command.spawn().context(format!("starting {name}"))?;
+        let pid = child.id().context(format!("{name} exited at once"))?;
+        let name = name.to_owned();
+        Ok(Server {
+            name,
+            http,
+            gossip,
+            pid,
+            child,
+        })
     }
 
-    /// Waits (30 s at most) until every server answers `/healthz` and, with
-    /// `members` above 1, sees that many cluster members alive.
+    /// Waits (30 s at most) until every server answers `/healthz` and, with `members` above 1, sees that many
+    /// cluster members alive.
     pub async fn wait_up(&self, servers: &mut [Server], members: usize) -> anyhow::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(30);
+        let alive = |node| async move { self.api.alive_members(node).await.unwrap_or(0) };
         for server in servers {
-            let alive = |node| async move { self.api.alive_members(node).await.unwrap_or(0) };
             while !self.api.healthy(server.http).await || (members > 1 && alive(server.http).await < members) {
                 if let Ok(Some(status)) = server.child.try_wait() {
-                    bail!("{} exited ({status}); see {}", server.name, self.dir.join("logs").display());
+                    let logs = self.dir.join("logs");
+                    bail!("{} exited ({status}); see {}", server.name, logs.display());
                 }
                 if Instant::now() > deadline {
                     bail!("{} not up with {members} members alive after 30 s", server.name);
@@ -179,81 +166,75 @@ impl Lab {
         Ok(())
     }
 
-    /// Starts `n` nodes named `tag-n0…` that join the first one, and waits
-    /// until each sees all `n` alive.
+    /// Starts `n` nodes named `tag-n0…` that join the first one, and waits until each sees all `n` alive.
     pub async fn cluster(&self, tag: &str, n: usize, interval: Duration) -> anyhow::Result<Vec<Server>> {
-        let mut nodes = vec![self.server(&format!("{tag}-n0"), Some(interval), None)?];
+        let mut nodes = vec![self.server(&format!("{tag}-n0"), Some(interval), UNCAPPED)?];
+        let seeds = format!("{UNCAPPED} --seeds {}", nodes[0].gossip);
         for i in 1..n {
-            nodes.push(self.server(&format!("{tag}-n{i}"), Some(interval), nodes.first())?);
+            nodes.push(self.server(&format!("{tag}-n{i}"), Some(interval), &seeds)?);
         }
         self.wait_up(&mut nodes, n).await?;
         Ok(nodes)
     }
 
-    /// Starts a `hold` process with these flags (and `--wait-stdin`).
-    pub fn holder(&self, name: &str, flags: &HoldArgs) -> anyhow::Result<Holder> {
-        let args = [vec!["hold".into()], argv(&HoldArgs { wait_stdin: true, ..flags.clone() })?].concat();
+    /// Starts a `headcount-load hold --wait-stdin` process with these flags.
+    pub fn holder(&self, name: &str, flags: &str) -> anyhow::Result<Holder> {
+        let args = format!("hold --wait-stdin {flags}");
+        let args: Vec<String> = args.split_whitespace().map(str::to_owned).collect();
         let mut command = self.command(&std::env::current_exe()?, &args, name)?;
-        let mut child =
-            command.stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().with_context(|| format!("starting {name}"))?;
-        let stdout = child.stdout.take().ok_or_else(|| anyhow!("{name}: no stdout"))?;
-        Ok(Holder { stdin: child.stdin.take(), child, lines: BufReader::new(stdout).lines() })
+        let command = command.stdin(Stdio::piped()).stdout(Stdio::piped());
+        let mut child = command.spawn().context(format!("starting {name}"))?;
+        let stdout = child.stdout.take().context("no stdout")?;
+        let (stdin, lines) = (child.stdin.take(), BufReader::new(stdout).lines());
+        Ok(Holder(child, stdin, lines))
     }
 
-    /// Polls every node (each on its own, every `poll`) until it reports
-    /// `want` as its `/counts` total: how long each took, `None` for a node
-    /// that had not after `timeout`.
-    pub async fn wait_totals(
-        &self,
-        nodes: &[SocketAddr],
-        want: u64,
-        poll: Duration,
-        timeout: Duration,
-    ) -> Vec<Option<Duration>> {
+    /// Resident memory of each server now, KiB.
+    pub fn rss_kib(servers: &[Server]) -> Vec<u64> {
+        let rss = |server: &Server| procfs::rss_kib(server.pid).unwrap_or(0);
+        servers.iter().map(rss).collect()
+    }
+
+    /// Polls every node (each on its own, every 10 ms) until it reports `want` as its `/counts` total: how long each
+    /// took, `None` for a node that had not after `timeout`.
+    pub async fn wait_totals(&self, nodes: &[SocketAddr], want: u64, timeout: Duration) -> Vec<Option<Duration>> {
         let started = Instant::now();
-        let waits = nodes.iter().map(|&node| async move {
-            loop {
+        join_all(nodes.iter().map(|&node| async move {
+            while started.elapsed() <= timeout {
                 let asked = Instant::now();
                 if self.api.total(node).await.ok() == Some(want) {
                     return Some(started.elapsed());
                 }
-                if started.elapsed() > timeout {
-                    return None;
-                }
-                tokio::time::sleep_until((asked + poll).into()).await;
+                tokio::time::sleep_until((asked + Duration::from_millis(10)).into()).await;
             }
-        });
-        futures_util::future::join_all(waits).await
+            None
+        }))
+        .await
     }
 
     /// Every node's `/counts` total, for a problem report.
     pub async fn totals(&self, nodes: &[SocketAddr]) -> String {
-        let mut totals = Vec::new();
-        for &node in nodes {
-            totals.push(self.api.total(node).await.map_or_else(|e| format!("error {e}"), |t| t.to_string()));
-        }
-        totals.join(", ")
+        let total = |node| async move { self.api.total(node).await };
+        let totals = join_all(nodes.iter().map(|&node| total(node))).await;
+        let text = |total: anyhow::Result<u64>| total.map_or_else(|e| format!("error {e}"), |t| t.to_string());
+        totals.into_iter().map(text).collect::<Vec<_>>().join(", ")
     }
 
-    /// The counters `names` on every node (NaN where unreadable), each with
-    /// when it was read.
-    pub async fn counters<const N: usize>(&self, nodes: &[SocketAddr], names: [&str; N]) -> Vec<(Instant, [f64; N])> {
-        let mut values = Vec::new();
-        for &node in nodes {
-            values.push((Instant::now(), self.api.metrics(node, names).await.unwrap_or([f64::NAN; N])));
-        }
-        values
+    /// The counters `names` on every node, NaN where unreadable.
+    pub async fn counters<const N: usize>(&self, nodes: &[SocketAddr], names: [&str; N]) -> Vec<[f64; N]> {
+        let read = |node| async move { self.api.metrics(node, names).await.unwrap_or([f64::NAN; N]) };
+        join_all(nodes.iter().map(|&node| read(node))).await
     }
 
     /// Reads gossip counters on every node over `window`.
     pub async fn gossip(&self, nodes: &[SocketAddr], window: Duration) -> GossipReading {
-        let names = ["headcount_gossip_sent_bytes_total", "headcount_gossip_received_bytes_total", PULLS];
-        let before = self.counters(nodes, names).await;
+        let sent = "headcount_gossip_sent_bytes_total";
+        let names = [sent, "headcount_gossip_received_bytes_total", PULLS];
+        let (before, started) = (self.counters(nodes, names).await, Instant::now());
         tokio::time::sleep(window).await;
+        let (after, secs) = (self.counters(nodes, names).await, started.elapsed().as_secs_f64());
         let mut reading = GossipReading::default();
-        for (&node, (at, [sent, received, pulls])) in nodes.iter().zip(before) {
-            let Some((_, after)) = self.counters(&[node], names).await.pop() else { continue };
-            let secs = at.elapsed().as_secs_f64();
+        for ([sent, received, pulls], after) in before.into_iter().zip(after) {
             reading.sent_bps.push((after[0] - sent) / secs);
             reading.received_bps.push((after[1] - received) / secs);
             reading.pulls += after[2] - pulls;
@@ -261,15 +242,15 @@ impl Lab {
         reading
     }
 
-    /// Waits until gossip has quieted down after a burst of changes: every
-    /// node sends at most 1.5× (+200 B/s) what it sent when the cluster was
-    /// idle, over a full second. Broadcasts are retransmitted for a while
-    /// after a change and that tail is not the steady state; how long it
-    /// lasts is returned (`None` if it had not ended after `max_wait`).
+    /// Waits until gossip has quieted down after a burst of changes: every node sends at most 1.5× (+200 B/s) what
+    /// it sent when the cluster was idle, over a full second. Broadcasts are retransmitted for a while after a
+    /// change and that tail is not the steady state; how long it lasts is returned (`None` if it had not ended
+    /// after `max_wait`).
     pub async fn wait_quiet(&self, nodes: &[SocketAddr], idle: &GossipReading, max_wait: Duration) -> Option<Duration> {
         let (limit, started) = (idle.max_sent() * 1.5 + 200.0, Instant::now());
         while started.elapsed() < max_wait {
-            if self.gossip(nodes, Duration::from_secs(1)).await.sent_bps.iter().all(|&bps| bps <= limit) {
+            let second = self.gossip(nodes, Duration::from_secs(1)).await;
+            if second.sent_bps.iter().all(|&bps| bps <= limit) {
                 return Some(started.elapsed());
             }
         }

@@ -1,37 +1,29 @@
-//! The orchestrating half: `suite` and `scale` start servers and load
-//! processes through the [`lab`], drive the measurements, fill in the result
-//! types of `report::results` and hand them to the report; what both runs do
-//! (flags of child measurements, reading a cluster that holds many quiet
-//! connections) is here.
+//! The orchestrating half: `suite` and `scale` start servers and load processes through the [`lab`], drive the
+//! measurements, fill in the result types of `report::results` and hand them to the report.
+//!
+//! `scale` holds 100,000 websocket connections on one machine, each on its own topic, and checks the cluster agrees
+//! on the total. No process may have more than 20,000 open files, so the load is split over several nodes and
+//! several `hold` processes (one per node by default, ~17k sockets each), and clients bind to two 127.0.1.x source
+//! addresses per process (a bound source address has ~28k ports). With one topic per connection this is also the
+//! "100k quiet topics" reading of gossip: once the joins stop, nothing changes, and every node should send little
+//! but SWIM probes. The suite's quiet reading of each cluster is the same run, smaller.
 
 pub mod lab;
-pub mod scale;
 pub mod suite;
 
-use std::{
-    net::SocketAddr,
-    path::PathBuf,
-    time::{Duration, Instant, SystemTime},
-};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime};
 
-use clap::Args;
+use futures_util::future::join_all;
 
-use crate::{
-    measure::{
-        churn::ChurnArgs,
-        hold::HoldArgs,
-        topics::{NetArgs, TopicArgs},
-    },
-    report::{self, Section, results::ScaleResults},
-};
+use crate::measure::procfs;
+use crate::report::{self, Section, results::ScaleResults};
 use lab::{Lab, PULLS, Server};
 
-/// Flags every run shares: the binary it measures and where results go.
-#[derive(Debug, Clone, Args)]
+/// Flags every run shares: where results go.
+#[derive(Debug, Clone, clap::Args)]
 pub struct RunArgs {
-    /// The headcount binary [default: next to this one].
-    #[arg(long)]
-    pub headcount: Option<PathBuf>,
     /// File whose marked section is rewritten.
     #[arg(long, default_value = "BENCHMARKS.md")]
     pub benchmarks: PathBuf,
@@ -41,10 +33,34 @@ pub struct RunArgs {
 }
 
 impl RunArgs {
-    /// Saves a finished run's results as JSON and, unless `--no-write`, into BENCHMARKS.md.
-    pub fn save(&self, lab: &Lab, results: &impl Section) -> anyhow::Result<()> {
+    /// Starts a run of `mode`: its lab, and its results with what the run records of itself.
+    pub fn start<R: Section>(&self, mode: &str) -> anyhow::Result<(Lab, R)> {
+        let mut results = R::default();
+        let run = results.run();
+        (run.mode, run.started, run.machine) = (mode.into(), now_utc(), Some(procfs::machine()));
+        Ok((Lab::new()?, results))
+    }
+
+    /// Ends a run: the load average now and the wall time, then the results as JSON and, unless `--no-write`, into
+    /// BENCHMARKS.md.
+    pub fn finish(&self, lab: &Lab, results: &mut impl Section) -> anyhow::Result<()> {
+        let run = results.run();
+        if let Some(machine) = &mut run.machine {
+            machine.load_end = procfs::loadavg();
+        }
+        run.wall_secs = lab.started.elapsed().as_secs_f64();
         report::save(results, &lab.dir, (!self.no_write).then_some(self.benchmarks.as_path()))
     }
+}
+
+/// Flags of `scale`: 100,000 connections, one topic each, on 6 nodes from 6 load processes.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ScaleArgs {
+    /// Gossip interval X.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    pub interval: Duration,
+    #[command(flatten)]
+    pub run: RunArgs,
 }
 
 /// Progress on stderr.
@@ -58,121 +74,91 @@ pub fn now_utc() -> String {
     format!("{} UTC", now.replacen('T', " ", 1).get(..16).unwrap_or(&now))
 }
 
-fn net(targets: &[SocketAddr], sources: &str) -> anyhow::Result<NetArgs> {
-    Ok(NetArgs { targets: targets.to_vec(), sources: sources.parse().map_err(anyhow::Error::msg)? })
+/// The flags of one mode parsed from `line` as its command line would be: a run drives each measurement the way a
+/// person would type it (and a `hold` child process gets the same words).
+pub fn flags<T: clap::Args>(line: &str) -> anyhow::Result<T> {
+    #[derive(clap::Parser)]
+    struct Line<T: clap::Args> {
+        #[command(flatten)]
+        flags: T,
+    }
+    Ok(<Line<T> as clap::Parser>::try_parse_from([""].into_iter().chain(line.split_whitespace()))?.flags)
 }
 
-/// Flags of a `hold` child process. With no `pids` it reports ready as soon
-/// as the last join is done (no settle pause).
-pub fn hold_flags(
-    to: &[SocketAddr],
-    from: &str,
-    connections: u64,
-    topics: TopicArgs,
-    pids: &[u32],
-) -> anyhow::Result<HoldArgs> {
-    Ok(HoldArgs {
-        net: net(to, from)?,
-        topics,
-        connections,
-        concurrency: 100,
-        hold: Duration::ZERO,
-        wait_stdin: true,
-        settle: Duration::from_secs(if pids.is_empty() { 0 } else { 2 }),
-        server_pid: pids.to_vec(),
-        timeout: Duration::from_secs(15),
-    })
-}
-
-/// Flags of a churn over `topics` for `duration`, at `rate` cycles per
-/// second with at most `concurrency` in flight (rate 0: closed loop).
-pub fn churn_flags(
-    to: &[SocketAddr],
-    from: &str,
-    topics: TopicArgs,
-    (rate, concurrency): (f64, usize),
-    duration: Duration,
-    pids: &[u32],
-) -> anyhow::Result<ChurnArgs> {
-    let (net, timeout, server_pid) = (net(to, from)?, Duration::from_secs(5), pids.to_vec());
-    Ok(ChurnArgs { net, topics, rate, concurrency, duration, timeout, server_pid })
+/// Addresses as a flag value: `127.0.0.1:1,127.0.0.1:2`.
+pub fn list(addrs: &[SocketAddr]) -> String {
+    addrs.iter().map(ToString::to_string).collect::<Vec<_>>().join(",")
 }
 
 /// The slowest of `waits` in ms, `None` if one did not end.
 pub fn slowest_ms(waits: &[Option<Duration>]) -> Option<f64> {
-    let slowest = waits.iter().try_fold(Duration::ZERO, |slowest, took| took.map(|took| slowest.max(took)));
+    let slowest = waits.iter().try_fold(Duration::ZERO, |max, &took| Some(max.max(took?)));
     slowest.map(|took| took.as_secs_f64() * 1000.0)
 }
 
-/// Unless every node's total reaches `want` within 5 s, a problem saying
-/// what they were instead.
+/// Unless every node's total reaches `want` within 5 s, a problem saying what they were instead.
 pub async fn check_totals(lab: &Lab, nodes: &[SocketAddr], want: u64, when: &str, problems: &mut Vec<String>) {
-    let waits = lab.wait_totals(nodes, want, Duration::from_millis(50), Duration::from_secs(5)).await;
-    if slowest_ms(&waits).is_none() {
+    if slowest_ms(&lab.wait_totals(nodes, want, Duration::from_secs(5)).await).is_none() {
         let seen = lab.totals(nodes).await;
-        problems.push(format!("{when}: /counts totals [{seen}] never reached {want} within 5 s"));
+        let problem = format!("{when}: /counts totals [{seen}] never reached {want} within 5 s");
+        problems.push(problem);
     }
 }
 
-/// How a quiet reading goes: on which nodes (`tag` names them in messages),
-/// the longest `wait` for agreement, the gossip tail and every total at 0,
-/// the pause between agreement and the memory reading (counted in the
-/// tail), and the gossip window.
-pub struct QuietPlan<'a> {
-    pub tag: &'a str,
-    pub nodes: &'a [Server],
-    pub wait: Duration,
-    pub settle: Duration,
-    pub window: Duration,
-}
-
-/// The core of a scale run, also the suite's quiet reading: starts `holds`
-/// as `hold` processes, waits for every node to agree on the total, reads
-/// memory, the gossip tail (against `r.gossip_idle`) and steady gossip,
-/// releases everything and waits for every total to be 0. The figures go
-/// into `r`, any product misbehaviour into `r.problems`.
-pub async fn quiet(lab: &Lab, plan: QuietPlan<'_>, holds: &[HoldArgs], r: &mut ScaleResults) -> anyhow::Result<()> {
-    let QuietPlan { tag, wait, .. } = plan;
-    let https: Vec<SocketAddr> = plan.nodes.iter().map(|node| node.http).collect();
+/// The core of a scale run, also the suite's quiet reading: starts `holds` (`hold` flags) on `nodes`, waits (at
+/// most `wait`) for every node to agree on the total, reads memory after `settle`, the gossip tail (against
+/// `r.gossip_idle`, the settle counted in it) and steady gossip over `window`, releases everything and waits for
+/// every total to be 0. The figures go into `r`, any product misbehaviour into its problems; `tag` names it all.
+pub async fn quiet(
+    lab: &Lab,
+    (tag, nodes): (&str, &[Server]),
+    [wait, settle, window]: [Duration; 3],
+    holds: &[String],
+    r: &mut ScaleResults,
+) -> anyhow::Result<()> {
+    let https: Vec<SocketAddr> = nodes.iter().map(|node| node.http).collect();
     let (pulls_before, connecting) = (lab.counters(&https, [PULLS]).await, Instant::now());
     let mut holders = Vec::new();
-    for (i, flags) in holds.iter().enumerate() {
-        holders.push(lab.holder(&format!("{tag}-hold-{i}"), flags)?);
+    for (i, args) in holds.iter().enumerate() {
+        holders.push(lab.holder(&format!("{tag}-hold-{i}"), args)?);
     }
     for holder in &mut holders {
-        let ready = holder.ready(Duration::from_secs(300)).await?;
+        let ready = holder.report(Duration::from_secs(300)).await?;
         r.held += ready.held;
         if ready.failed > 0 {
-            r.problems.push(format!("{tag}: a load process had {} failed joins", ready.failed));
+            let problem = format!("{tag}: a load process had {} failed joins", ready.failed);
+            r.run.problems.push(problem);
         }
     }
-    r.connect_secs = connecting.elapsed().as_secs_f64();
-    say(tag, format_args!("{} held after {:.1} s; waiting for every node to agree", r.held, r.connect_secs));
-    let agreed = lab.wait_totals(&https, r.held, Duration::from_millis(10), wait).await;
-    (r.agree_each_ms, r.agree_ms) = (agreed.iter().map(|took| slowest_ms(&[*took])).collect(), slowest_ms(&agreed));
-    let pulls_after = lab.counters(&https, [PULLS]).await;
-    r.pulls_each = pulls_after.iter().zip(&pulls_before).map(|((_, [a]), (_, [b]))| a - b).collect();
+    let (held, secs) = (r.held, connecting.elapsed().as_secs_f64());
+    say(tag, format!("{held} held after {secs:.1} s; waiting for agreement"));
+    let agreed = lab.wait_totals(&https, held, wait).await;
+    (r.connect_secs, r.agree_ms) = (secs, slowest_ms(&agreed));
+    r.agree_each_ms = agreed.iter().map(|took| slowest_ms(&[*took])).collect();
+    let pulls = lab.counters(&https, [PULLS]).await.into_iter().zip(pulls_before);
+    r.pulls_each = pulls.map(|([after], [before])| after - before).collect();
     if r.agree_ms.is_none() {
         let seen = lab.totals(&https).await;
-        r.problems.push(format!("{tag}: with {} held, node totals were [{seen}] {wait:?} after the last join", r.held));
+        let problem = format!("{tag}: with {held} held, node totals were [{seen}] {wait:?} after the last join");
+        r.run.problems.push(problem);
     }
-    tokio::time::sleep(plan.settle).await;
-    r.rss_held_kib = plan.nodes.iter().map(Server::rss_kib).collect();
+    tokio::time::sleep(settle).await;
+    r.rss_held_kib = Lab::rss_kib(nodes);
     let tail = lab.wait_quiet(&https, &r.gossip_idle, wait).await;
-    r.quiet_tail_secs = tail.map(|took| (took + plan.settle).as_secs_f64());
-    r.gossip_steady = lab.gossip(&https, plan.window).await;
-    let (agree, each, tail, max) = (r.agree_ms, &r.agree_each_ms, r.quiet_tail_secs, r.gossip_steady.max_sent());
-    say(tag, format_args!("agreed in {agree:?} ms ({each:?}), gossip tail {tail:?} s, then {max:.0} B/s per node"));
+    r.quiet_tail_secs = tail.map(|took| (took + settle).as_secs_f64());
+    r.gossip_steady = lab.gossip(&https, window).await;
+    let (agree, tail, max) = (r.agree_ms, r.quiet_tail_secs, r.gossip_steady.max_sent());
+    let line = format!("agreed in {agree:?} ms, gossip tail {tail:?} s, then {max:.0} B/s");
+    say(tag, line);
 
-    holders.iter_mut().for_each(lab::Holder::start_release);
-    let releases = futures_util::future::join_all(holders.into_iter().map(|holder| holder.release(wait * 2)));
-    let (zero, reports) = tokio::join!(lab.wait_totals(&https, 0, Duration::from_millis(10), wait), releases);
+    let releases = join_all(holders.into_iter().map(|holder| holder.release(wait * 2)));
+    let (zero, reports) = tokio::join!(lab.wait_totals(&https, 0, wait), releases);
     for report in reports {
         let report = report?;
-        if report.dropped_while_held > 0 {
-            let (dropped, held) = (report.dropped_while_held, report.held);
-            r.problems
-                .push(format!("{tag}: nodes closed {dropped} of {held} connections of a load process while held"));
+        let (dropped, held) = (report.dropped_while_held, report.held);
+        if dropped > 0 {
+            let problem = format!("{tag}: nodes closed {dropped} of {held} connections of a load process while held");
+            r.run.problems.push(problem);
         }
         r.release_secs = r.release_secs.max(report.release_secs);
         r.holds.push(report);
@@ -180,7 +166,48 @@ pub async fn quiet(lab: &Lab, plan: QuietPlan<'_>, holds: &[HoldArgs], r: &mut S
     r.release_agree_ms = slowest_ms(&zero);
     if r.release_agree_ms.is_none() {
         let seen = lab.totals(&https).await;
-        r.problems.push(format!("{tag}: node totals were [{seen}], not 0, {wait:?} after the release started"));
+        let problem = format!("{tag}: node totals were [{seen}], not 0, {wait:?} after the release started");
+        r.run.problems.push(problem);
     }
     Ok(())
+}
+
+/// Runs `scale`: one `hold` process per node (~17k sockets each, under the 20,000 open files of a process).
+pub async fn scale(args: ScaleArgs) -> anyhow::Result<ScaleResults> {
+    let (nodes, procs, connections, x) = (6, 6, 100_000_u64, args.interval);
+    let per_proc = connections.div_ceil(procs as u64);
+    let (lab, mut r) = args.run.start::<ScaleResults>("scale")?;
+    (r.nodes, r.procs, r.sources, r.requested) = (nodes, procs, procs * 2, connections);
+    r.interval_ms = x.as_secs_f64() * 1000.0;
+    say("scale", format!("starting {nodes} nodes, X = {x:?}"));
+    let servers = lab.cluster("scale", nodes, x).await?;
+    let https: Vec<SocketAddr> = servers.iter().map(|node| node.http).collect();
+    (r.gossip_idle, r.rss_before_kib) = (lab.gossip(&https, Duration::from_secs(5)).await, Lab::rss_kib(&servers));
+    let mut holds = Vec::new();
+    for p in 0..procs {
+        let count = per_proc.min(connections.saturating_sub(per_proc * p as u64));
+        let (to, from) = (https[p % https.len()], format!("127.0.1.{}-{}", 10 + 2 * p, 11 + 2 * p));
+        let topics = format!("--connections {count} --topics {count} --topic-prefix scale/p{p}/");
+        holds.push(format!("--targets {to} --sources {from} {topics} --settle 0s"));
+    }
+    let line = format!("{procs} load processes opening {connections} connections");
+    say("scale", line);
+    let times = [Duration::from_secs(60), x * 2, Duration::from_secs(10)];
+    quiet(&lab, ("scale", &servers), times, &holds, &mut r).await?;
+    let worst = r.holds.iter().map(|h| h.first_frame);
+    r.connect_worst = worst.max_by(|a, b| a.p99_ms.total_cmp(&b.p99_ms)).unwrap_or_default();
+    Server::stop(servers, &mut r.run.problems).await;
+    args.run.finish(&lab, &mut r)?;
+    Ok(r)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn flags_parse_like_the_command_line() {
+        let line = "--targets 127.0.0.1:1,127.0.0.1:2 --sources 127.0.0.2-3 --wait-stdin --server-pid 5,6 --settle 2s";
+        let hold: crate::measure::hold::HoldArgs = super::flags(line).expect("parses");
+        assert!(hold.wait_stdin && hold.server_pid == [5, 6] && hold.net.targets.len() == 2);
+        assert!(super::flags::<crate::measure::hold::HoldArgs>("--targets 10.0.0.1:80").is_err());
+    }
 }
