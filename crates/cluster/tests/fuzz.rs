@@ -1,58 +1,64 @@
 //! Fuzz targets for everything a peer (or anyone who can reach the gossip
 //! port) feeds a node, run as proptest tests on stable.
 //!
-//! - **Envelope** (`envelope::Sealer`): random bytes, structured envelopes
-//!   with every field chosen by the fuzzer, and genuine sealed envelopes
-//!   bit-flipped, truncated, spliced. Each answer is checked against an exact
-//!   oracle of the rules (size, shape, kind, MAC presence and value, replay
-//!   window); with a secret, an envelope opens only if its authenticated
-//!   content is exactly what was sealed.
-//! - **Count updates** (`broadcast::decode_update`, `UpdateHandler`):
+//! - **Envelope** (`envelope::Sealer`: `open`, `open_envelope`,
+//!   `open_datagram`): random bytes (up to 2000, over the 1500-byte limit),
+//!   structured envelopes with every field chosen by the fuzzer, and genuine
+//!   sealed envelopes bit-flipped, truncated, spliced. Each answer is checked
+//!   against an exact oracle of the rules (size, shape, kind, MAC presence
+//!   and value, replay window); with a secret, an envelope opens only if its
+//!   authenticated content is exactly what was sealed, never with another
+//!   secret, never as another kind.
+//! - **Count updates** (`broadcast::decode_update`, `check_origin`):
 //!   arbitrary bytes, structured `CountUpdate`s with hostile names and
-//!   topics (decoded exactly when the name and every topic follow their
-//!   rules), mutated genuine encodings, and sequences of items through the
-//!   foca broadcast handler (news is delivered once, never twice, never from
-//!   this node itself, digests never passed on).
+//!   topics (decoded exactly when the origin is given and its name and every
+//!   topic follow their rules), mutated genuine encodings; an update is
+//!   refused exactly when its origin is a member on another host.
 //! - **Merge rules** (`state::ClusterState`): adversarial sequences of
-//!   member up/down, updates and full states with huge seqs, counts and
-//!   incarnations. Nothing panics; sums match the per-node totals; no topic
-//!   exceeds nodes × `max_count`; no node holds more than twice
-//!   `max_topics`; a refusal, a stale or non-member input changes nothing;
-//!   applying the same input twice changes nothing the second time.
+//!   member up/down, updates and full states over small alphabets of names,
+//!   incarnations and topics, with huge seqs, counts and incarnations.
+//!   Nothing panics; no topic sums to more than counted nodes × `max_count`;
+//!   the sums never exceed the nodes' totals; no node holds more than twice
+//!   `max_topics`; a refused or non-member input changes nothing, a stale one
+//!   moves no count; the same input applied twice moves nothing the second
+//!   time.
 //! - **Sync messages**: `NodeState`, `PullStateRequest`, `Envelope`,
 //!   `CountUpdate` decoded from arbitrary bytes (prost never panics, decoding
-//!   is canonical); the pull answer's validation is private
+//!   is canonical). The pull answer's validation is private
 //!   (`sync_client::decode_state`), so its rules are replayed here on
-//!   decoded states and the result is fed to the merge rules.
-//! - **A running cluster layer** (`Cluster::start` on loopback): the sync
-//!   service's `PullState` with any envelope (answered exactly as the rules
-//!   say), and gossip datagrams into its UDP socket: foca packets built
-//!   field by field (headers, member updates, custom broadcasts carrying
-//!   hostile count updates), mutated, sealed with the cluster secret,
-//!   another one or none. After every case the gossip task must still
-//!   answer, and its view must hold only valid member names and bounded
-//!   counts. Packets naming a non-loopback address are never sent, so the
-//!   node under test never talks to the outside.
+//!   decoded and structured states, and what passes is fed to the merge
+//!   rules, which must take it exactly as the protocol says.
+//! - **A running cluster layer** (`Cluster::start` on loopback, with a
+//!   secret): the sync service's `PullState` with any envelope, answered
+//!   exactly as the rules say; and datagrams into its gossip socket: SWIM
+//!   packets built field by field (header, message, member updates, any of
+//!   a few identities, the node's own included) and count updates from
+//!   anyone, both maybe mutated, sealed with the cluster's secret, another
+//!   one or none. After every case the gossip task must still answer, and
+//!   its view must hold no newly listed member with an invalid name and no
+//!   sum over the peer limits. Packets that would make the node contact a
+//!   non-loopback address are never sent.
 //!
 //! Cases per target: `PROPTEST_CASES` when set (the long run, see
 //! `docs/fuzzing.md`), else a CI-sized default. A failing input is saved by
 //! proptest in `crates/cluster/proptest-regressions/fuzz.txt`, which is
-//! committed and replayed first on every later run.
+//! committed and replayed first on every later run. `HEADCOUNT_FUZZ_TOLERATE`
+//! (see [`tolerate`]) leaves out the triggers of open findings, for long runs
+//! only.
 
 use std::{
     collections::HashMap,
     net::{IpAddr, Ipv4Addr, SocketAddr},
-    sync::{Arc, Mutex, PoisonError},
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use bytes::{Buf, BufMut};
-use foca::{BroadcastHandler, Codec, Header, Member, PostcardCodec, State as SwimState};
+use foca::{Codec, Header, Member, PostcardCodec, State as SwimState};
 use headcount_cluster::{
     Cluster, ClusterConfig, ClusterSecret, MAX_NODE_NAME_BYTES, MIN_SECRET_BYTES, NodeId, NodeName, PeerLimits,
-    broadcast::{UpdateHandler, decode_update, encode_update},
+    broadcast::{check_origin, decode_update, encode_update},
     envelope::{DropReason, Sealer},
-    state::{ClusterState, FullState, Outcome, Update},
+    state::{ClusterState, FullState, NodeKey, NodeSummary, Outcome, Update},
     timings::REPLAY_WINDOW,
 };
 use headcount_counter::{CounterTable, MAX_TOPIC_BYTES, Topic};
@@ -82,6 +88,14 @@ fn config(ci: u32) -> Config {
     }
     config.failure_persistence = Some(Box::new(FileFailurePersistence::Direct(REGRESSIONS)));
     config
+}
+
+/// Whether an open finding is tolerated in this run: `HEADCOUNT_FUZZ_TOLERATE`
+/// lists finding names (comma-separated) whose trigger is left out, so that
+/// a long run can explore past a bug that is known and not fixed yet. By
+/// default nothing is tolerated, and a target with an open finding fails.
+fn tolerate(finding: &str) -> bool {
+    std::env::var("HEADCOUNT_FUZZ_TOLERATE").is_ok_and(|list| list.split(',').any(|name| name.trim() == finding))
 }
 
 // ------------------------------------------------------------- mutations
@@ -189,13 +203,16 @@ fn now_ms() -> u64 {
         .map_or(0, |since| u64::try_from(since.as_millis()).unwrap_or(u64::MAX))
 }
 
+const ALL_KINDS: [Kind; 5] = [
+    Kind::Unspecified,
+    Kind::Gossip,
+    Kind::PullRequest,
+    Kind::PullResponse,
+    Kind::Counts,
+];
+
 fn kind() -> impl Strategy<Value = Kind> {
-    prop::sample::select(vec![
-        Kind::Unspecified,
-        Kind::Gossip,
-        Kind::PullRequest,
-        Kind::PullResponse,
-    ])
+    prop::sample::select(ALL_KINDS.to_vec())
 }
 
 fn secret() -> impl Strategy<Value = ClusterSecret> {
@@ -264,6 +281,38 @@ fn expected_check(
     }
 }
 
+/// The rules of `Sealer::open_datagram`: a gossip-port datagram is a SWIM
+/// packet or a count update, and opens as whichever of the two it says.
+fn expected_datagram(
+    secret: bool,
+    bytes: &[u8],
+    genuine: Option<&Envelope>,
+    (before, after): (u64, u64),
+) -> (Kind, Expected) {
+    let kind = Envelope::decode(bytes)
+        .ok()
+        .and_then(|envelope| Kind::try_from(envelope.kind).ok())
+        .filter(|kind| matches!(kind, Kind::Gossip | Kind::Counts));
+    match kind {
+        Some(kind) => (kind, expected_open(secret, kind, bytes, genuine, (before, after))),
+        // Whatever else decodes is the wrong kind, unless too big to read.
+        None => (
+            Kind::Gossip,
+            expected_open(secret, Kind::Gossip, bytes, genuine, (before, after)),
+        ),
+    }
+}
+
+fn check_datagram(
+    (kind, expected): (Kind, Expected),
+    actual: Result<(Kind, Vec<u8>), DropReason>,
+) -> Result<(), TestCaseError> {
+    if let Ok((opened_as, _)) = &actual {
+        prop_assert_eq!(*opened_as, kind);
+    }
+    check_open(expected, actual.map(|(_, body)| body))
+}
+
 fn check_open(expected: Expected, actual: Result<Vec<u8>, DropReason>) -> Result<(), TestCaseError> {
     match expected {
         Expected::Exactly(expected) => prop_assert_eq!(actual, expected),
@@ -298,7 +347,7 @@ fn stamp() -> impl Strategy<Value = Stamp> {
 }
 
 proptest! {
-    #![proptest_config(config(4_000))]
+    #![proptest_config(config(2_000))]
 
     /// Random bytes (up to 2000, over the 1500-byte limit) never open with
     /// a secret, and open without one exactly when the rules say so.
@@ -311,11 +360,13 @@ proptest! {
         let sealer = sealer(secret.as_ref());
         let before = now_ms();
         let opened = sealer.open(expected, &bytes);
+        let datagram = sealer.open_datagram(&bytes);
         let after = now_ms();
         if secret.is_some() {
-            prop_assert!(opened.is_err(), "random bytes opened with a secret");
+            prop_assert!(opened.is_err() && datagram.is_err(), "random bytes opened with a secret");
         }
         check_open(expected_open(secret.is_some(), expected, &bytes, None, (before, after)), opened)?;
+        check_datagram(expected_datagram(secret.is_some(), &bytes, None, (before, after)), datagram)?;
     }
 
     /// Envelopes whose every field the fuzzer chooses (kind, time, body,
@@ -324,7 +375,7 @@ proptest! {
     fn envelope_structured(
         secret in proptest::option::of(secret()),
         expected in kind(),
-        raw_kind in prop_oneof![3 => 0i32..4, 1 => any::<i32>()],
+        raw_kind in prop_oneof![3 => 0i32..5, 1 => any::<i32>()],
         stamp in stamp(),
         body in proptest::collection::vec(any::<u8>(), 0..1600),
         mac in prop_oneof![
@@ -339,7 +390,9 @@ proptest! {
         let before = now_ms();
         let opened = sealer.open(expected, &bytes);
         let given = sealer.open_envelope(expected, envelope.clone());
+        let datagram = sealer.open_datagram(&bytes);
         let after = now_ms();
+        check_datagram(expected_datagram(secret.is_some(), &bytes, None, (before, after)), datagram)?;
         check_open(expected_open(secret.is_some(), expected, &bytes, None, (before, after)), opened)?;
         check_open(expected_check(secret.is_some(), expected, &envelope, None, (before, after)), given)?;
     }
@@ -370,7 +423,9 @@ proptest! {
         let opened = ours.open(kind, &tampered);
         let decoded = Envelope::decode(tampered.as_slice());
         let given = decoded.clone().map(|envelope| ours.open_envelope(kind, envelope));
+        let datagram = ours.open_datagram(&tampered);
         let after = now_ms();
+        check_datagram(expected_datagram(secret.is_some(), &tampered, Some(&genuine), (before, after)), datagram)?;
         check_open(expected_open(secret.is_some(), kind, &tampered, Some(&genuine), (before, after)), opened.clone())?;
         if let (Ok(envelope), Ok(given)) = (&decoded, given) {
             check_open(expected_check(secret.is_some(), kind, envelope, Some(&genuine), (before, after)), given)?;
@@ -379,7 +434,7 @@ proptest! {
             prop_assert_eq!(decoded.ok(), Some(genuine), "a changed envelope opened");
         }
         prop_assert!(sealer(Some(&other)).open(kind, &tampered).is_err(), "opened with another secret");
-        for wrong in [Kind::Unspecified, Kind::Gossip, Kind::PullRequest, Kind::PullResponse] {
+        for wrong in ALL_KINDS {
             if wrong != kind {
                 prop_assert!(ours.open(wrong, &sealed).is_err(), "opened as {wrong:?}");
             }
@@ -474,17 +529,19 @@ fn wire_update() -> impl Strategy<Value = WireUpdate> {
         })
 }
 
-/// A broadcast item: a genuine update, a mutated one, or garbage.
-fn item_bytes() -> impl Strategy<Value = Vec<u8>> {
-    prop_oneof![
-        6 => wire_update().prop_map(|update| update.encode()),
-        2 => (wire_update(), mutations(3)).prop_map(|(update, mutations)| mutate(update.encode(), &mutations)),
-        1 => proptest::collection::vec(any::<u8>(), 0..64),
-    ]
+/// Addresses on a few hosts and ports, so that senders and origins meet.
+fn address() -> impl Strategy<Value = SocketAddr> {
+    let ip = prop::sample::select(vec![
+        IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)),
+        IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)),
+        IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+    ]);
+    (ip, prop::sample::select(vec![7946u16, 7947, 40_000])).prop_map(|(ip, port)| SocketAddr::new(ip, port))
 }
 
 proptest! {
-    #![proptest_config(config(4_000))]
+    #![proptest_config(config(3_000))]
 
     /// Arbitrary bytes never panic the decoder; whatever it accepts follows
     /// the name and topic rules and is what prost decoded.
@@ -542,58 +599,37 @@ proptest! {
         }
     }
 
-    /// Sequences of items through foca's broadcast handler: it refuses
-    /// exactly what the decoder refuses, always passes on this node's own
-    /// items, delivers another node's news at most once (an immediate
-    /// repeat is never news), never delivers this node's own updates, and
-    /// never passes a digest on.
+    /// A count update is refused exactly when its origin is a member (same
+    /// name and incarnation) on another host than the datagram's sender.
     #[test]
-    fn count_update_handler(
-        items in proptest::collection::vec((item_bytes(), any::<bool>()), 1..40),
+    fn count_update_origin(
+        update in wire_update(),
+        from in address(),
+        members in proptest::collection::vec(
+            (prop::sample::select(ORIGINS.to_vec()), incarnation(), address()),
+            0..5,
+        ),
     ) {
-        let inbox = Arc::new(Mutex::new(Vec::new()));
-        let mut handler = UpdateHandler::new("me".into(), Arc::clone(&inbox));
-        let peer = NodeId::seed(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 1));
-        let delivered = || inbox.lock().unwrap_or_else(PoisonError::into_inner).clone();
-        for (data, from_peer) in items {
-            let sender = from_peer.then_some(&peer);
-            let before = delivered().len();
-            let result = handler.receive_item(&data, sender);
-            let decoded = decode_update(&data);
-            prop_assert_eq!(result.is_ok(), decoded.is_ok());
-            let (Ok(passed_on), Ok(update)) = (result, decoded) else {
-                prop_assert_eq!(delivered().len(), before);
-                continue;
-            };
-            let passed_on = passed_on.is_some();
-            let now = delivered();
-            let new = now.len() - before;
-            if !from_peer {
-                prop_assert!(passed_on, "this node's own items are always disseminated");
-                prop_assert_eq!(new, 0);
-                continue;
-            }
-            prop_assert!(new <= 1);
-            if update.name == "me" {
-                prop_assert!(!passed_on && new == 0, "this node's own update came back as news");
-            }
-            if new == 1 {
-                prop_assert_eq!(now.last(), Some(&update));
-            }
-            if passed_on {
-                prop_assert_eq!(new, 1, "passed on but not delivered");
-                prop_assert!(!update.counts.is_empty(), "a digest was passed on");
-            }
-            let again = handler.receive_item(&data, sender).expect("it decoded once");
-            prop_assert!(again.is_none(), "an immediate repeat was news");
-            prop_assert_eq!(delivered().len(), before + new);
-        }
+        let update = decode_update(&update.encode()).expect("a genuine update decodes");
+        let members: Vec<NodeId> = members
+            .into_iter()
+            .map(|(name, incarnation, gossip)| NodeId { name: name.to_owned(), gossip, sync_port: 1, incarnation })
+            .collect();
+        let owner = members.iter().find(|id| id.name == update.name && id.incarnation == update.incarnation);
+        let refused = owner.is_some_and(|owner| owner.gossip.ip() != from.ip());
+        prop_assert_eq!(check_origin(&update, from, members.iter()).is_err(), refused, "{:?} from {}", owner, from);
     }
 }
 
 // ------------------------------------------------------------- merge rules
 
 const NODES: [&str; 3] = ["b", "c", "d"];
+/// Incarnations the merge-rule target uses: few, so they meet; huge included.
+const INCARNATIONS: [u64; 4] = [0, 1, 2, u64::MAX];
+
+fn state_incarnation() -> impl Strategy<Value = u64> {
+    prop::sample::select(INCARNATIONS.to_vec())
+}
 const STATE_TOPICS: [&str; 8] = ["a", "b/c", "é", "x", "y", "z", "0", "1"];
 
 /// One input of the merge rules, over small alphabets of nodes and topics.
@@ -626,11 +662,11 @@ fn op() -> impl Strategy<Value = Op> {
     let node = 0..NODES.len();
     let topic = 0..STATE_TOPICS.len();
     prop_oneof![
-        2 => (node.clone(), incarnation()).prop_map(|(node, incarnation)| Op::Up { node, incarnation }),
-        1 => (node.clone(), incarnation()).prop_map(|(node, incarnation)| Op::Down { node, incarnation }),
-        8 => (node.clone(), incarnation(), seq(), seq(), proptest::collection::vec((topic.clone(), count()), 0..9))
+        2 => (node.clone(), state_incarnation()).prop_map(|(node, incarnation)| Op::Up { node, incarnation }),
+        1 => (node.clone(), state_incarnation()).prop_map(|(node, incarnation)| Op::Down { node, incarnation }),
+        8 => (node.clone(), state_incarnation(), seq(), seq(), proptest::collection::vec((topic.clone(), count()), 0..9))
             .prop_map(|(node, incarnation, seq, round, counts)| Op::Update { node, incarnation, seq, round, counts }),
-        2 => (node, incarnation(), seq(), proptest::collection::vec((topic, count(), seq()), 0..9))
+        2 => (node, state_incarnation(), seq(), proptest::collection::vec((topic, count(), seq()), 0..9))
             .prop_map(|(node, incarnation, seq, counts)| Op::Full { node, incarnation, seq, counts }),
     ]
 }
@@ -648,15 +684,19 @@ fn topic(index: usize) -> Topic {
 }
 
 /// What can be seen of the whole state, to compare before and after.
-fn snapshot(state: &ClusterState) -> (Vec<(Topic, u64)>, Vec<Option<headcount_cluster::state::NodeSummary>>) {
+fn snapshot(state: &ClusterState) -> (Vec<(Topic, u64)>, Vec<Option<NodeSummary>>) {
     let mut totals: Vec<(Topic, u64)> = state.totals().into_iter().collect();
     totals.sort();
-    (totals, NODES.iter().map(|name| state.node(name)).collect())
+    let nodes = NODES
+        .iter()
+        .flat_map(|name| INCARNATIONS.iter().map(|incarnation| state.node(name, *incarnation)))
+        .collect();
+    (totals, nodes)
 }
 
 /// The invariants that hold after any sequence of inputs.
 fn assert_state_invariants(state: &ClusterState, limits: PeerLimits) -> Result<(), TestCaseError> {
-    prop_assert!(state.nodes() <= NODES.len());
+    prop_assert!(state.nodes() <= NODES.len() * INCARNATIONS.len());
     let nodes = u64::try_from(state.nodes()).expect("few nodes");
     let bound = nodes.saturating_mul(limits.max_count);
     let mut sum: u128 = 0;
@@ -664,38 +704,45 @@ fn assert_state_invariants(state: &ClusterState, limits: PeerLimits) -> Result<(
         prop_assert!(count > 0, "a zero sum is kept for {topic:?}");
         prop_assert!(
             count <= bound,
-            "{topic:?} sums to {count} > {nodes} nodes × {}",
+            "{topic:?} sums to {count} > {nodes} counted nodes × {}",
             limits.max_count
         );
         prop_assert_eq!(state.count(&topic), count);
         sum += u128::from(count);
     }
+    let gaps: Vec<NodeKey> = state.gaps().cloned().collect();
     let mut connections: u128 = 0;
-    let gaps: Vec<&str> = state.gaps().collect();
     for name in NODES {
-        if let Some(node) = state.node(name) {
+        for incarnation in INCARNATIONS {
+            let key = NodeKey::new(name, incarnation);
+            let Some(node) = state.node(name, incarnation) else {
+                prop_assert!(!gaps.contains(&key), "{key:?} has a gap but is not known");
+                continue;
+            };
             connections += u128::from(node.connections);
-            prop_assert_eq!(node.gap, gaps.contains(&name));
+            prop_assert_eq!(node.gap, gaps.contains(&key));
             let most = u64::try_from(limits.max_topics.saturating_mul(2)).unwrap_or(u64::MAX);
             prop_assert!(
                 node.topics <= most,
-                "{name} holds {} topics; max_topics is {}",
+                "{key:?} holds {} topics; max_topics is {}",
                 node.topics,
                 limits.max_topics
             );
-        } else {
-            prop_assert!(!gaps.contains(&name));
         }
     }
-    // Sums saturate: compare only where nothing can have saturated.
+    // Only counted nodes are in the sums (an older incarnation is not);
+    // sums saturate, so compare only where nothing can have saturated.
     if limits.max_count <= 1000 {
-        prop_assert_eq!(sum, connections, "topic sums and node totals disagree");
+        prop_assert!(
+            sum <= connections,
+            "the sums ({sum}) exceed the nodes' totals ({connections})"
+        );
     }
     Ok(())
 }
 
 proptest! {
-    #![proptest_config(config(2_000))]
+    #![proptest_config(config(1_000))]
 
     /// Adversarial sequences of member changes, updates and full states.
     #[test]
@@ -713,7 +760,15 @@ proptest! {
                     state.member_down(NODES[node], incarnation);
                     None
                 }
-                Op::Update { node, incarnation, seq, round, counts } => {
+                Op::Update { node, incarnation, seq, round, mut counts } => {
+                    // Open finding: `check_update` counts entries, not
+                    // topics, so an update listing a held topic again with
+                    // count 0 passes the topic limit, and only its first
+                    // entry applies: a node can hold more than max_topics.
+                    if tolerate("duplicate-topics") {
+                        let mut seen = std::collections::HashSet::new();
+                        counts.retain(|(t, _)| seen.insert(*t));
+                    }
                     let update = Update {
                         name: NODES[node].to_owned(),
                         incarnation,
@@ -733,6 +788,10 @@ proptest! {
                     Some(outcome)
                 }
                 Op::Full { node, incarnation, seq, counts } => {
+                    // Open finding: a full state at seq u64::MAX overflows
+                    // `watermark + 1` in `state::advance` when updates above
+                    // the old watermark are held (a panic in debug builds).
+                    let seq = if seq == u64::MAX && tolerate("watermark-overflow") { seq - 1 } else { seq };
                     let full = FullState {
                         name: NODES[node].to_owned(),
                         incarnation,
@@ -808,15 +867,18 @@ fn apply_pulled(full: &FullState, limits: PeerLimits) -> Result<(), TestCaseErro
         Outcome::Refused(_) => prop_assert!(too_many || too_high),
         Outcome::Changed | Outcome::Unchanged => {
             prop_assert!(!too_many && !too_high);
-            // On a fresh node (watermark 0) every topic versioned in
-            // 1..=seq is taken, the last entry of a topic winning.
-            let mut expected: HashMap<Topic, u64> = HashMap::new();
+            // On a fresh node (watermark 0) a topic is taken if its entry
+            // (the last one, when a topic is listed twice) is versioned in
+            // 1..=seq.
+            let mut last: HashMap<Topic, (u64, u64)> = HashMap::new();
             for (topic, count, version) in &full.counts {
-                if (1..=full.seq).contains(version) {
-                    expected.insert(topic.clone(), *count);
-                }
+                last.insert(topic.clone(), (*count, *version));
             }
-            expected.retain(|_, count| *count > 0);
+            let expected: HashMap<Topic, u64> = last
+                .into_iter()
+                .filter(|(_, (count, version))| *count > 0 && (1..=full.seq).contains(version))
+                .map(|(topic, (count, _))| (topic, count))
+                .collect();
             let totals: HashMap<Topic, u64> = state.totals().into_iter().collect();
             prop_assert_eq!(totals, expected);
         }
@@ -842,7 +904,7 @@ fn node_state() -> impl Strategy<Value = NodeState> {
 }
 
 proptest! {
-    #![proptest_config(config(4_000))]
+    #![proptest_config(config(2_000))]
 
     /// Every message of the sync protocol decodes from arbitrary bytes
     /// without a panic, canonically; a decoded `NodeState` that passes the
@@ -893,6 +955,8 @@ struct LiveNode {
     sealer: Sealer,
     other: Sealer,
     limits: PeerLimits,
+    /// The node's metrics, to see how many datagrams it has taken in.
+    registry: Registry,
     shutdown: CancellationToken,
 }
 
@@ -923,8 +987,10 @@ impl LiveNode {
             secret: Some(ClusterSecret::new(LIVE_SECRET.to_vec()).expect("long enough")),
             peer_limits: limits,
             sync_tls: false,
+            first_incarnation: None,
         };
         let shutdown = CancellationToken::new();
+        let mut registry = Registry::default();
         let cluster = {
             let _context = runtime.enter();
             let socket = tokio::net::UdpSocket::from_std(socket).expect("a tokio socket");
@@ -933,7 +999,7 @@ impl LiveNode {
                 config,
                 socket,
                 table,
-                &mut Registry::default(),
+                &mut registry,
                 &TaskTracker::new(),
                 shutdown.clone(),
             )
@@ -947,8 +1013,35 @@ impl LiveNode {
             sealer: Sealer::new(Some(LIVE_SECRET), MAX_DATAGRAM),
             other: Sealer::new(Some(OTHER_SECRET), MAX_DATAGRAM),
             limits,
+            registry,
             shutdown,
         }
+    }
+
+    /// Datagrams the gossip task has taken from its socket so far.
+    fn received(&self) -> u64 {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry).expect("the metrics encode");
+        text.lines()
+            .find_map(|line| line.strip_prefix("headcount_gossip_received_packets_total "))
+            .and_then(|count| count.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Waits until the gossip task has taken `count` datagrams: a datagram
+    /// that reached its socket is not necessarily read before a pull that
+    /// comes after it (the reactor may not have seen it yet).
+    fn wait_received(&self, count: u64) -> Result<(), TestCaseError> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.received() < count {
+            prop_assert!(
+                Instant::now() < deadline,
+                "the gossip task took {} of {count} datagrams",
+                self.received()
+            );
+            std::thread::sleep(Duration::from_micros(100));
+        }
+        Ok(())
     }
 
     /// Calls the node's `PullState` with `envelope`.
@@ -988,10 +1081,22 @@ impl LiveNode {
         Ok(())
     }
 
-    /// The gossip task still answers, and its view is sane. The task reads
-    /// datagrams before state requests, so everything sent before this
-    /// call has been handled when it answers.
-    fn assert_alive(&self) -> Result<(), TestCaseError> {
+    /// The members the view lists now.
+    fn members(&self) -> Vec<(String, SocketAddr)> {
+        let view = self.cluster.view().borrow().clone();
+        view.members
+            .iter()
+            .map(|member| (member.name.clone(), member.addr))
+            .collect()
+    }
+
+    /// The gossip task still answers, and its view is sane: no member
+    /// that was not in `before` breaks the name rule, no sum is over the
+    /// limits. The task publishes its view after each input, so every
+    /// datagram it has taken (see [`LiveNode::wait_received`]) is reflected
+    /// when it answers. (Members already listed are not blamed on this
+    /// case: the node lives on across cases, shrinking included.)
+    fn assert_alive(&self, before: &[(String, SocketAddr)]) -> Result<(), TestCaseError> {
         match self.pull(self.pull_request()) {
             Ok(answer) => self.check_answer(answer)?,
             Err(status) => prop_assert!(false, "the gossip task stopped answering: {status}"),
@@ -999,8 +1104,14 @@ impl LiveNode {
         let view = self.cluster.view().borrow().clone();
         prop_assert_eq!(&view.self_name, &self.name);
         for member in &view.members {
+            let known = before
+                .iter()
+                .any(|(name, addr)| *name == member.name && *addr == member.addr);
+            // Open finding: identities may decode with an empty name (the
+            // seed stand-in's), and a packet from one makes it a member.
+            let tolerated = member.name.is_empty() && tolerate("empty-member-name");
             prop_assert!(
-                is_valid_node_name(&member.name),
+                known || tolerated || is_valid_node_name(&member.name),
                 "the view lists a member named {:?} ({})",
                 member.name,
                 member.addr
@@ -1175,14 +1286,15 @@ fn sync_server_pull_state() {
             }
             (true, Ok(_)) => prop_assert_eq!(answer.err().map(|status| status.code()), Some(tonic::Code::NotFound)),
         }
-        node.assert_alive()
+        node.assert_alive(&[])
     });
 }
 
 // ---------------------------------------------------- gossip datagrams
 
-/// Identities a fuzzed foca packet may name: the node itself, a few peers
-/// on loopback (one with a name that breaks the rule), a seed stand-in.
+/// Identities a fuzzed foca packet may name: the node itself (0), peers on
+/// loopback (1 to 5: three valid, one with a control character in its name,
+/// one with an empty name), the stand-in for a seed at the node's address (6).
 #[derive(Debug, Clone, Copy)]
 struct Who {
     index: usize,
@@ -1190,7 +1302,7 @@ struct Who {
 }
 
 fn who() -> impl Strategy<Value = Who> {
-    (0usize..6, prop_oneof![6 => Just(0u8), 1 => Just(1u8), 1 => Just(2u8)])
+    (0usize..7, prop_oneof![6 => Just(0u8), 1 => Just(1u8), 1 => Just(2u8)])
         .prop_map(|(index, renew)| Who { index, renew })
 }
 
@@ -1226,7 +1338,7 @@ fn foca_message() -> impl Strategy<Value = FocaMessage> {
     ]
 }
 
-/// A custom broadcast item: a count update from anyone, or garbage.
+/// The body of a count-update datagram: an update from anyone, or garbage.
 #[derive(Debug, Clone)]
 enum Item {
     Update {
@@ -1254,7 +1366,6 @@ struct Packet {
     dst: Option<Who>,
     message: FocaMessage,
     members: Vec<(Who, u16, u8)>,
-    items: Vec<Item>,
     mutations: Vec<Mutation>,
     seal: Seal,
 }
@@ -1266,22 +1377,39 @@ fn packet() -> impl Strategy<Value = Packet> {
         prop_oneof![6 => Just(None), 1 => who().prop_map(Some)],
         foca_message(),
         proptest::collection::vec((who(), prop_oneof![4 => 0u16..3, 1 => any::<u16>()], 0u8..3), 0..4),
-        proptest::collection::vec(item(), 0..4),
         prop_oneof![3 => Just(Vec::new()), 1 => mutations(3)],
         seal_mode(),
     )
         .prop_map(
-            |(src, src_incarnation, dst, message, members, items, mutations, seal)| Packet {
+            |(src, src_incarnation, dst, message, members, mutations, seal)| Packet {
                 src,
                 src_incarnation,
                 dst,
                 message,
                 members,
-                items,
                 mutations,
                 seal,
             },
         )
+}
+
+/// One datagram of the fuzzing peer: a SWIM packet, or a count update.
+#[derive(Debug, Clone)]
+enum Datagram {
+    Swim(Packet),
+    Counts {
+        item: Item,
+        mutations: Vec<Mutation>,
+        seal: Seal,
+    },
+}
+
+fn datagram() -> impl Strategy<Value = Datagram> {
+    prop_oneof![
+        3 => packet().prop_map(Datagram::Swim),
+        2 => (item(), prop_oneof![3 => Just(Vec::new()), 1 => mutations(3)], seal_mode())
+            .prop_map(|(item, mutations, seal)| Datagram::Counts { item, mutations, seal }),
+    ]
 }
 
 /// A node's gossip socket seen from a fuzzing peer.
@@ -1313,6 +1441,7 @@ impl GossipFuzzer {
             peer("peer-2", [127, 0, 0, 2], 9),
             peer("peer-3", [127, 0, 0, 3], 9),
             peer("bad\nname", [127, 0, 0, 4], 9),
+            peer("", [127, 0, 0, 5], 9),
         ];
         // Learn the node's identity (its incarnation is its start time):
         // announce, and read the source of its feed.
@@ -1353,7 +1482,7 @@ impl GossipFuzzer {
     fn identity(&self, who: Who) -> NodeId {
         let mut id = match who.index {
             0 => self.node_id.clone(),
-            5 => NodeId::seed(self.node.gossip),
+            6 => NodeId::seed(self.node.gossip),
             index => self.peers[index - 1].clone(),
         };
         match who.renew {
@@ -1393,9 +1522,40 @@ impl GossipFuzzer {
         }
     }
 
+    /// The body of a count-update datagram.
+    fn count_bytes(&self, item: &Item) -> Vec<u8> {
+        match item {
+            Item::Update {
+                origin,
+                seq,
+                round,
+                counts,
+            } => {
+                let origin = self.identity(*origin);
+                CountUpdate {
+                    node: Some(NodeRef {
+                        name: origin.name,
+                        incarnation: origin.incarnation,
+                    }),
+                    seq: *seq,
+                    round: *round,
+                    counts: counts
+                        .iter()
+                        .map(|(topic, count)| TopicCount {
+                            topic: topic.clone(),
+                            count: *count,
+                            version: 0,
+                        })
+                        .collect(),
+                }
+                .encode_to_vec()
+            }
+            Item::Raw(bytes) => bytes.clone(),
+        }
+    }
+
     /// The packet's foca bytes, laid out as foca reads them: header, then
-    /// (except for broadcasts) a member count and members, then each
-    /// custom broadcast behind its length.
+    /// (except for broadcasts) a member count and members.
     fn foca_bytes(&self, packet: &Packet) -> Vec<u8> {
         let mut codec = PostcardCodec;
         let header = Header {
@@ -1415,38 +1575,6 @@ impl GossipFuzzer {
                 let member = Member::new(self.identity(who), incarnation, state);
                 codec.encode_member(&member, &mut bytes).expect("encode a member");
             }
-        }
-        for item in &packet.items {
-            let data = match item {
-                Item::Update {
-                    origin,
-                    seq,
-                    round,
-                    counts,
-                } => {
-                    let origin = self.identity(*origin);
-                    CountUpdate {
-                        node: Some(NodeRef {
-                            name: origin.name,
-                            incarnation: origin.incarnation,
-                        }),
-                        seq: *seq,
-                        round: *round,
-                        counts: counts
-                            .iter()
-                            .map(|(topic, count)| TopicCount {
-                                topic: topic.clone(),
-                                count: *count,
-                                version: 0,
-                            })
-                            .collect(),
-                    }
-                    .encode_to_vec()
-                }
-                Item::Raw(bytes) => bytes.clone(),
-            };
-            bytes.put_u16(u16::try_from(data.len()).unwrap_or(u16::MAX));
-            bytes.extend_from_slice(&data);
         }
         mutate(bytes, &packet.mutations)
     }
@@ -1483,18 +1611,38 @@ impl GossipFuzzer {
         true
     }
 
-    fn send(&self, packet: &Packet) {
-        let bytes = self.foca_bytes(packet);
-        if !Self::stays_on_loopback(&bytes) {
-            return;
-        }
-        let datagram = match packet.seal {
-            Seal::Ours => self.node.sealer.seal(Kind::Gossip, bytes),
-            Seal::Other => self.node.other.seal(Kind::Gossip, bytes),
+    /// Sends `datagram` to the node; returns whether it went out.
+    fn send(&self, datagram: &Datagram) -> bool {
+        let (kind, bytes, seal) = match datagram {
+            Datagram::Swim(packet) => {
+                let bytes = self.foca_bytes(packet);
+                if !Self::stays_on_loopback(&bytes) {
+                    return false;
+                }
+                (Kind::Gossip, bytes, packet.seal)
+            }
+            Datagram::Counts { item, mutations, seal } => {
+                (Kind::Counts, mutate(self.count_bytes(item), mutations), *seal)
+            }
+        };
+        let datagram = match seal {
+            Seal::Ours => self.node.sealer.seal(kind, bytes),
+            Seal::Other => self.node.other.seal(kind, bytes),
             Seal::Bare => bytes,
         };
         // A datagram over the limit is refused unread, like any other.
-        let _ = self.socket.send_to(&datagram, self.node.gossip);
+        self.socket.send_to(&datagram, self.node.gossip).is_ok()
+    }
+
+    /// Sends `datagrams`, waits until the node has taken them all, and
+    /// checks it (see [`LiveNode::assert_alive`]).
+    fn check(&self, datagrams: &[Datagram]) -> Result<(), TestCaseError> {
+        let before = self.node.members();
+        let taken = self.node.received();
+        let sent = datagrams.iter().filter(|datagram| self.send(datagram)).count();
+        self.node
+            .wait_received(taken + u64::try_from(sent).expect("a few datagrams"))?;
+        self.node.assert_alive(&before)
     }
 }
 
@@ -1506,13 +1654,98 @@ fn gossip_datagrams_into_a_live_node() {
     let fuzzer = GossipFuzzer::start();
     run_live(
         "gossip_datagrams_into_a_live_node",
-        1_000,
-        proptest::collection::vec(packet(), 1..4),
-        |packets| {
-            for packet in &packets {
-                fuzzer.send(packet);
-            }
-            fuzzer.node.assert_alive()
-        },
+        2_000,
+        proptest::collection::vec(datagram(), 1..5),
+        |datagrams| fuzzer.check(&datagrams),
+    );
+}
+
+/// Open finding `empty-member-name`, reduced by hand from the gossip
+/// target's first failing input: one announce from an identity whose name
+/// is empty (the decoder lets empty names through for the seed stand-in)
+/// makes it a member, listed in the view and counted in the cluster.
+#[test]
+fn regression_an_identity_with_an_empty_name_is_never_a_member() {
+    if tolerate("empty-member-name") {
+        return;
+    }
+    let fuzzer = GossipFuzzer::start();
+    let announce = Packet {
+        src: Who { index: 5, renew: 0 },
+        src_incarnation: 0,
+        dst: Some(Who { index: 6, renew: 0 }),
+        message: FocaMessage::Announce,
+        members: Vec::new(),
+        mutations: Vec::new(),
+        seal: Seal::Ours,
+    };
+    if let Err(error) = fuzzer.check(&[Datagram::Swim(announce)]) {
+        panic!("{error}");
+    }
+}
+
+/// Open finding `watermark-overflow`, the merge-rule target's shrunk input:
+/// an update above the watermark is held (seq 2 while the watermark is 0),
+/// then a full state at seq `u64::MAX` sets the watermark to `u64::MAX` and
+/// `state::advance` computes `watermark + 1`: a panic where overflow is
+/// checked (debug builds, so every test run of the gossip task), a silent
+/// wrap in release.
+#[test]
+fn regression_a_full_state_at_the_last_seq_does_not_overflow() {
+    if tolerate("watermark-overflow") {
+        return;
+    }
+    let mut state = ClusterState::new(PeerLimits::default());
+    let now = Instant::now();
+    assert!(state.member_up("b", 1, now));
+    let held = Update {
+        name: "b".into(),
+        incarnation: 1,
+        seq: 2,
+        round: 0,
+        counts: vec![(topic(0), 0)],
+    };
+    state.apply_update(&held, now);
+    let full = FullState {
+        name: "b".into(),
+        incarnation: 1,
+        seq: u64::MAX,
+        counts: Vec::new(),
+    };
+    let outcome = state.apply_full_state(&full, now);
+    assert!(matches!(outcome, Outcome::Changed | Outcome::Unchanged), "{outcome:?}");
+}
+
+/// Open finding `duplicate-topics`, the merge-rule target's shrunk input
+/// (limits: 3 per count, 1 topic). The node holds one topic; an update
+/// lists two new topics, the held one with count 1, and the held one twice
+/// more with count 0. `check_update` counts 2 arriving and 2 leaving and
+/// lets it through, but only the first entry of a topic applies: the node
+/// now holds 3 topics. Repeating the trick grows a node without bound.
+#[test]
+fn regression_listing_a_topic_twice_does_not_pass_the_topic_limit() {
+    if tolerate("duplicate-topics") {
+        return;
+    }
+    let limits = PeerLimits {
+        max_count: 3,
+        max_topics: 1,
+    };
+    let mut state = ClusterState::new(limits);
+    let now = Instant::now();
+    assert!(state.member_up("c", 1, now));
+    let update = |seq, counts: &[(usize, u64)]| Update {
+        name: "c".into(),
+        incarnation: 1,
+        seq,
+        round: 0,
+        counts: counts.iter().map(|(t, count)| (topic(*t), *count)).collect(),
+    };
+    assert_eq!(state.apply_update(&update(1, &[(7, 1)]), now), Outcome::Changed);
+    let outcome = state.apply_update(&update(2, &[(0, 1), (7, 1), (7, 0), (7, 0), (1, 1)]), now);
+    let topics = state.node("c", 1).map(|node| node.topics);
+    assert!(
+        topics <= Some(1),
+        "{outcome:?}: the node holds {topics:?} topics; max_topics is 1"
     );
 }
