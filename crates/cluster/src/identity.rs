@@ -26,6 +26,9 @@ pub const MAX_NODE_NAME_BYTES: usize = 64;
 
 /// The name used when the host name is not a valid node name.
 const FALLBACK_NAME: &str = "headcount";
+/// The name of the stand-in for a seed not met yet (a valid name, never a
+/// member's: only the address of an announce's destination matters).
+const SEED_NAME: &str = "(seed)";
 
 /// A node name: 1 to [`MAX_NODE_NAME_BYTES`] bytes of UTF-8 with no control
 /// characters.
@@ -93,9 +96,9 @@ impl std::str::FromStr for NodeName {
 /// One incarnation of one node.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct NodeId {
-    /// The node's `--node-name` (empty only in the stand-in for a seed).
-    /// Decoding refuses any other name that breaks the rule, so a packet
-    /// cannot bring an invalid name into the membership, secret or not.
+    /// The node's `--node-name`. Decoding refuses a name that breaks the
+    /// rule, so a packet cannot bring an invalid name into the membership,
+    /// secret or not.
     #[serde(deserialize_with = "wire_name")]
     pub name: String,
     /// Gossip address other nodes send to (`--advertise`).
@@ -122,10 +125,10 @@ impl NodeId {
     }
 
     /// A stand-in for a seed whose identity is not known yet: only its address
-    /// matters, foca ignores the destination of an announce.
+    /// matters, foca ignores the rest of the destination of an announce.
     pub fn seed(gossip: SocketAddr) -> Self {
         Self {
-            name: String::new(),
+            name: SEED_NAME.to_owned(),
             gossip,
             sync_port: 0,
             incarnation: 0,
@@ -148,11 +151,8 @@ impl NodeId {
 
 fn wire_name<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
     let name = String::deserialize(deserializer)?;
-    if name.is_empty() || NodeName::new(&name).is_ok() {
-        Ok(name)
-    } else {
-        Err(serde::de::Error::custom(InvalidNodeName))
-    }
+    NodeName::new(&name).map_err(serde::de::Error::custom)?;
+    Ok(name)
 }
 
 impl Identity for NodeId {
@@ -218,6 +218,8 @@ mod tests {
         let round_trip = |id: &NodeId| postcard::from_bytes::<NodeId>(&postcard::to_allocvec(id).expect("encodes"));
         assert_eq!(round_trip(&id).ok(), Some(id.clone()));
         assert!(round_trip(&NodeId::seed(id.gossip)).is_ok(), "the seed stand-in");
+        id.name = String::new();
+        assert!(round_trip(&id).is_err(), "an empty name");
         id.name = format!("{}\u{1b}[31m", "x".repeat(300));
         assert!(round_trip(&id).is_err(), "a 300-byte name with an escape sequence");
     }

@@ -42,9 +42,7 @@
 //! Cases per target: `PROPTEST_CASES` when set (the long run, see
 //! `docs/fuzzing.md`), else a CI-sized default. A failing input is saved by
 //! proptest in `crates/cluster/proptest-regressions/fuzz.txt`, which is
-//! committed and replayed first on every later run. `HEADCOUNT_FUZZ_TOLERATE`
-//! (see [`tolerate`]) leaves out the triggers of open findings, for long runs
-//! only.
+//! committed and replayed first on every later run.
 
 use std::{
     collections::HashMap,
@@ -88,14 +86,6 @@ fn config(ci: u32) -> Config {
     }
     config.failure_persistence = Some(Box::new(FileFailurePersistence::Direct(REGRESSIONS)));
     config
-}
-
-/// Whether an open finding is tolerated in this run: `HEADCOUNT_FUZZ_TOLERATE`
-/// lists finding names (comma-separated) whose trigger is left out, so that
-/// a long run can explore past a bug that is known and not fixed yet. By
-/// default nothing is tolerated, and a target with an open finding fails.
-fn tolerate(finding: &str) -> bool {
-    std::env::var("HEADCOUNT_FUZZ_TOLERATE").is_ok_and(|list| list.split(',').any(|name| name.trim() == finding))
 }
 
 // ------------------------------------------------------------- mutations
@@ -760,15 +750,7 @@ proptest! {
                     state.member_down(NODES[node], incarnation);
                     None
                 }
-                Op::Update { node, incarnation, seq, round, mut counts } => {
-                    // Open finding: `check_update` counts entries, not
-                    // topics, so an update listing a held topic again with
-                    // count 0 passes the topic limit, and only its first
-                    // entry applies: a node can hold more than max_topics.
-                    if tolerate("duplicate-topics") {
-                        let mut seen = std::collections::HashSet::new();
-                        counts.retain(|(t, _)| seen.insert(*t));
-                    }
+                Op::Update { node, incarnation, seq, round, counts } => {
                     let update = Update {
                         name: NODES[node].to_owned(),
                         incarnation,
@@ -780,18 +762,13 @@ proptest! {
                     if matches!(outcome, Outcome::Changed | Outcome::Unchanged) {
                         let after = snapshot(&state);
                         let again = state.apply_update(&update, now);
-                        // The limits are checked before staleness, so a repeat
-                        // may also be refused; either way nothing moves.
-                        prop_assert!(!matches!(again, Outcome::Changed | Outcome::NotMember), "{again:?}");
+                        // Never refused: a repeat is stale (or, a digest, unchanged).
+                        prop_assert!(matches!(again, Outcome::Stale | Outcome::Unchanged), "{again:?}");
                         prop_assert_eq!(&snapshot(&state).0, &after.0, "the same update applied twice moved counts");
                     }
                     Some(outcome)
                 }
                 Op::Full { node, incarnation, seq, counts } => {
-                    // Open finding: a full state at seq u64::MAX overflows
-                    // `watermark + 1` in `state::advance` when updates above
-                    // the old watermark are held (a panic in debug builds).
-                    let seq = if seq == u64::MAX && tolerate("watermark-overflow") { seq - 1 } else { seq };
                     let full = FullState {
                         name: NODES[node].to_owned(),
                         incarnation,
@@ -1107,11 +1084,8 @@ impl LiveNode {
             let known = before
                 .iter()
                 .any(|(name, addr)| *name == member.name && *addr == member.addr);
-            // Open finding: identities may decode with an empty name (the
-            // seed stand-in's), and a packet from one makes it a member.
-            let tolerated = member.name.is_empty() && tolerate("empty-member-name");
             prop_assert!(
-                known || tolerated || is_valid_node_name(&member.name),
+                known || is_valid_node_name(&member.name),
                 "the view lists a member named {:?} ({})",
                 member.name,
                 member.addr
@@ -1660,15 +1634,12 @@ fn gossip_datagrams_into_a_live_node() {
     );
 }
 
-/// Open finding `empty-member-name`, reduced by hand from the gossip
+/// Finding `empty-member-name`, reduced by hand from the gossip
 /// target's first failing input: one announce from an identity whose name
 /// is empty (the decoder lets empty names through for the seed stand-in)
 /// makes it a member, listed in the view and counted in the cluster.
 #[test]
 fn regression_an_identity_with_an_empty_name_is_never_a_member() {
-    if tolerate("empty-member-name") {
-        return;
-    }
     let fuzzer = GossipFuzzer::start();
     let announce = Packet {
         src: Who { index: 5, renew: 0 },
@@ -1684,7 +1655,7 @@ fn regression_an_identity_with_an_empty_name_is_never_a_member() {
     }
 }
 
-/// Open finding `watermark-overflow`, the merge-rule target's shrunk input:
+/// Finding `watermark-overflow`, the merge-rule target's shrunk input:
 /// an update above the watermark is held (seq 2 while the watermark is 0),
 /// then a full state at seq `u64::MAX` sets the watermark to `u64::MAX` and
 /// `state::advance` computes `watermark + 1`: a panic where overflow is
@@ -1692,9 +1663,6 @@ fn regression_an_identity_with_an_empty_name_is_never_a_member() {
 /// wrap in release.
 #[test]
 fn regression_a_full_state_at_the_last_seq_does_not_overflow() {
-    if tolerate("watermark-overflow") {
-        return;
-    }
     let mut state = ClusterState::new(PeerLimits::default());
     let now = Instant::now();
     assert!(state.member_up("b", 1, now));
@@ -1716,7 +1684,7 @@ fn regression_a_full_state_at_the_last_seq_does_not_overflow() {
     assert!(matches!(outcome, Outcome::Changed | Outcome::Unchanged), "{outcome:?}");
 }
 
-/// Open finding `duplicate-topics`, the merge-rule target's shrunk input
+/// Finding `duplicate-topics`, the merge-rule target's shrunk input
 /// (limits: 3 per count, 1 topic). The node holds one topic; an update
 /// lists two new topics, the held one with count 1, and the held one twice
 /// more with count 0. `check_update` counts 2 arriving and 2 leaving and
@@ -1724,9 +1692,6 @@ fn regression_a_full_state_at_the_last_seq_does_not_overflow() {
 /// now holds 3 topics. Repeating the trick grows a node without bound.
 #[test]
 fn regression_listing_a_topic_twice_does_not_pass_the_topic_limit() {
-    if tolerate("duplicate-topics") {
-        return;
-    }
     let limits = PeerLimits {
         max_count: 3,
         max_topics: 1,

@@ -3,8 +3,9 @@
 //! to `--max-topics`, and a seq no further than [`MAX_SEQ_AHEAD`] past the
 //! node's last full state.
 
+use std::collections::HashSet;
+
 use super::{NodeCounts, Update};
-use headcount_counter::Topic;
 
 /// Once a node's full state is known, a seq further than this above it is
 /// refused: an honest node sends at most 17 seqs a round, so this is more
@@ -66,20 +67,28 @@ pub(super) fn check_update(limits: &PeerLimits, node: &NodeCounts, update: &Upda
     if node.pulled && update.seq > node.watermark.saturating_add(MAX_SEQ_AHEAD) {
         return Err(Refusal::SeqTooFarAhead);
     }
+    let stale = update.seq <= node.watermark || node.applied_above.contains(&update.seq);
+    if stale {
+        // Nothing of it will be applied: it is reported stale, not refused.
+        return Ok(());
+    }
     if update.counts.iter().any(|(_, count)| *count > limits.max_count) {
         return Err(Refusal::CountTooHigh);
     }
-    let held = |topic: &Topic| node.counts.get(topic).is_some_and(|value| value.count > 0);
-    let arriving = update
-        .counts
-        .iter()
-        .filter(|(topic, count)| *count > 0 && !held(topic))
-        .count();
-    let leaving = update
-        .counts
-        .iter()
-        .filter(|(topic, count)| *count == 0 && held(topic))
-        .count();
+    // Only the first entry of a topic is applied, so only it counts here.
+    let mut seen = HashSet::new();
+    let (mut arriving, mut leaving) = (0usize, 0usize);
+    for (topic, count) in &update.counts {
+        if !seen.insert(topic) {
+            continue;
+        }
+        let held = node.counts.get(topic).is_some_and(|value| value.count > 0);
+        match (held, *count > 0) {
+            (false, true) => arriving += 1,
+            (true, false) => leaving += 1,
+            _ => {}
+        }
+    }
     let after = usize::try_from(node.topics)
         .unwrap_or(usize::MAX)
         .saturating_add(arriving)

@@ -412,7 +412,11 @@ fn adjust(totals: &mut imbl::HashMap<Topic, u64>, topic: &Topic, old: u64, new: 
 /// Moves the watermark over contiguous applied updates and forgets zero
 /// counts at or below it.
 fn advance(node: &mut NodeCounts) {
-    while node.applied_above.first().is_some_and(|&seq| seq <= node.watermark + 1) {
+    while node
+        .applied_above
+        .first()
+        .is_some_and(|&seq| seq <= node.watermark.saturating_add(1))
+    {
         if let Some(seq) = node.applied_above.pop_first() {
             node.watermark = node.watermark.max(seq);
         }
