@@ -1,8 +1,8 @@
 //! `headcount-load`: where every performance claim of headcount comes from. Single measurements (`hold`, `churn`,
 //! `converge`, `count`, in `measure`) print a JSON report on stdout and a summary line on stderr for any node you
-//! point them at; `suite` and `scale` (in `runs`) start the servers themselves, measure headcount against the bare
-//! baseline in the same run on this shared, noisy machine, and write the ratios into BENCHMARKS.md through
-//! `report`. Imports only go downwards: runs → report → measure.
+//! point them at; `suite`, `scale` and `hostile` (in `runs`) start the servers themselves, measure headcount against
+//! the bare baseline (or a calm run) in the same run on this shared, noisy machine, and the first two write the
+//! ratios into BENCHMARKS.md through `report`. Imports only go downwards: runs → report → measure.
 
 mod measure;
 mod report;
@@ -30,6 +30,8 @@ enum Mode {
     Suite(suite::SuiteArgs),
     /// 100k connections over several nodes and load processes; rewrites BENCHMARKS.md.
     Scale(runs::ScaleArgs),
+    /// Honest clients on one node under slowloris, a gRPC stream flood and garbage UDP, against a calm run.
+    Hostile,
     /// Rewrites the generated section of BENCHMARKS.md from the last results.
     Render(report::RenderArgs),
 }
@@ -49,6 +51,7 @@ async fn main() -> ExitCode {
         Mode::Count(args) => count::run(args).await.and_then(|r| emit(&r.0)),
         Mode::Suite(args) => suite::run(args).await.and_then(|r| emit(&r)),
         Mode::Scale(args) => runs::scale(args).await.and_then(|r| emit(&r)),
+        Mode::Hostile => runs::hostile::run().await.and_then(|r| emit(&r)),
         Mode::Render(args) => report::render(&args),
     };
     let Err(error) = done else { return ExitCode::SUCCESS };

@@ -21,20 +21,16 @@ struct Flags {
     http: SocketAddr,
 }
 
-const READ_BUFFER: usize = 1024;
-const MAX_WRITE_BUFFER: usize = 64 * 1024;
-const MAX_CLIENT_FRAME: usize = 1024;
-
 fn topic_of<'a>(uri: &'a Uri, prefix: &str) -> &'a str {
     uri.path().strip_prefix(prefix).unwrap_or_default()
 }
 
 async fn ws(uri: Uri, upgrade: WebSocketUpgrade) -> Response {
     let topic = topic_of(&uri, "/ws/").to_owned();
-    let upgrade = upgrade.read_buffer_size(READ_BUFFER).write_buffer_size(0);
-    let upgrade = upgrade.max_write_buffer_size(MAX_WRITE_BUFFER);
-    let upgrade = upgrade.max_message_size(MAX_CLIENT_FRAME);
-    let upgrade = upgrade.max_frame_size(MAX_CLIENT_FRAME);
+    // headcount's settings: 1 KiB reads, eager writes, at most 64 KiB buffered, 1 KiB client frames.
+    let upgrade = upgrade.read_buffer_size(1024).write_buffer_size(0);
+    let upgrade = upgrade.max_write_buffer_size(64 * 1024);
+    let upgrade = upgrade.max_message_size(1024).max_frame_size(1024);
     upgrade.on_upgrade(move |socket| session(socket, topic))
 }
 

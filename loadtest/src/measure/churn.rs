@@ -14,9 +14,9 @@ use clap::Args;
 use serde::{Deserialize, Serialize};
 use tokio::{sync::Semaphore, task::JoinSet, time::MissedTickBehavior};
 
-use super::stats::{Latency, LatencySummary};
+use super::client;
 use super::topics::{Dist, NetArgs, TopicArgs};
-use super::{client, procfs};
+use super::{Latency, LatencySummary};
 
 /// Longest a join or a close may take.
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -88,7 +88,7 @@ async fn cycle((target, source): (SocketAddr, Option<IpAddr>), topic: &str, tall
 }
 
 fn cpu_micros(pids: &[u32]) -> Option<u64> {
-    pids.iter().map(|&pid| procfs::cpu_micros(pid)).sum()
+    pids.iter().map(|&pid| super::cpu_micros(pid)).sum()
 }
 
 pub async fn run(args: ChurnArgs) -> anyhow::Result<ChurnReport> {

@@ -1,12 +1,16 @@
-//! One websocket client the way a browser tab is one: join a topic (TCP connect from a chosen source address, HTTP
-//! upgrade, first count frame), stay, and leave with a close frame. Buffers are small (4 KiB reads, eager writes)
-//! so one load process can hold ~19k connections, and nothing read from the network is trusted: a bad status, a
-//! missing or malformed first frame or an early close is an error kind that the reports count.
+//! How the tools talk to a node. A websocket client the way a browser tab is one: join a topic (TCP connect from a
+//! chosen source address, HTTP upgrade, first count frame), stay, and leave with a close frame; buffers are small
+//! (4 KiB reads, eager writes) so one load process can hold ~19k connections. And the few HTTP calls to the node's
+//! API, parsed leniently (only the fields used). Nothing read from the network is trusted: a bad status, a missing
+//! or malformed answer or an early close is an error value (a kind the reports count), never a panic.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
+use anyhow::{Context, bail};
 use futures_util::{SinkExt, StreamExt};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::{Error, Message, protocol::WebSocketConfig};
@@ -39,14 +43,8 @@ pub async fn connect(target: SocketAddr, source: Option<IpAddr>) -> std::io::Res
     Ok(stream)
 }
 
-/// Joins `topic` on the node at `target`, from `source` if given; a failure is a short, stable label for error
-/// tallies (`connect:ConnectionRefused`).
-pub async fn join(
-    target: SocketAddr,
-    source: Option<IpAddr>,
-    topic: &str,
-    timeout: Duration,
-) -> Result<Joined, String> {
+/// Joins `topic` on `target` from `source`; a failure is a short label for tallies (`connect:ConnectionRefused`).
+pub async fn join(target: SocketAddr, source: Option<IpAddr>, topic: &str, wait: Duration) -> Result<Joined, String> {
     let joining = async {
         let started = Instant::now();
         let connected = connect(target, source).await;
@@ -76,12 +74,11 @@ pub async fn join(
             count,
         })
     };
-    let joined = tokio::time::timeout(timeout, joining).await;
+    let joined = tokio::time::timeout(wait, joining).await;
     joined.unwrap_or_else(|_| Err("timeout".into()))
 }
 
-/// Leaves: sends a close frame and waits (at most `timeout`) for the server to finish the close. Returns whether
-/// the server completed it in time.
+/// Sends a close frame; whether the server finished the close within `timeout`.
 pub async fn leave(mut ws: Ws, timeout: Duration) -> bool {
     let closed = async {
         if ws.close(None).await.is_ok() {
@@ -91,8 +88,7 @@ pub async fn leave(mut ws: Ws, timeout: Duration) -> bool {
     tokio::time::timeout(timeout, closed).await.is_ok()
 }
 
-/// Waits for the next data frame (a count push); `None` once the connection has ended. Held connections loop on it,
-/// which also answers server pings.
+/// The next count push (`None` once closed); held connections loop on it, which also answers pings.
 pub async fn next_data_frame(ws: &mut Ws) -> Option<()> {
     loop {
         match ws.next().await? {
@@ -103,4 +99,78 @@ pub async fn next_data_frame(ws: &mut Ws) -> Option<()> {
             Ok(_) => ws.flush().await.ok()?,
         }
     }
+}
+
+/// A small HTTP client for the node API.
+#[derive(Clone)]
+pub struct Api(reqwest::Client);
+
+impl Api {
+    /// A client with a per-request timeout, at most `idle` keep-alive sockets per node, connecting from `source`.
+    pub fn new(timeout: Duration, idle: usize, source: Option<IpAddr>) -> anyhow::Result<Self> {
+        let builder = reqwest::Client::builder().no_proxy().timeout(timeout).tcp_nodelay(true);
+        let builder = builder.pool_max_idle_per_host(idle).local_address(source);
+        Ok(Self(builder.build()?))
+    }
+
+    /// The body of `GET {path}`, an error unless the answer is 200.
+    pub async fn text(&self, node: SocketAddr, path: &str) -> anyhow::Result<String> {
+        let url = format!("http://{node}{path}");
+        let response = self.0.get(&url).send().await.with_context(|| format!("GET {url}"))?;
+        let status = response.status();
+        let body = response.text().await.with_context(|| format!("GET {url}: body"))?;
+        if !status.is_success() {
+            bail!("GET {url}: HTTP {status}: {body}");
+        }
+        Ok(body)
+    }
+
+    async fn get<T: DeserializeOwned>(&self, node: SocketAddr, path: &str) -> anyhow::Result<T> {
+        let body = self.text(node, path).await?;
+        serde_json::from_str(&body).with_context(|| format!("{path} on {node}: {body}"))
+    }
+
+    /// `GET /count/{topic}`: its cluster-wide `count`, the node's own (`local`), the live `nodes` included.
+    pub async fn count(&self, node: SocketAddr, topic: &str) -> anyhow::Result<Value> {
+        self.get(node, &format!("/count/{topic}")).await
+    }
+
+    /// The topics listed by `GET /counts?prefix=…&limit=…`, with their counts.
+    pub async fn counts(&self, node: SocketAddr, prefix: &str, limit: usize) -> anyhow::Result<Vec<(String, u64)>> {
+        let path = format!("/counts?prefix={prefix}&limit={limit}");
+        let counts: Value = self.get(node, &path).await?;
+        let topic = |t: &Value| Some((t["topic"].as_str()?.to_owned(), t["count"].as_u64()?));
+        let listed = counts["topics"].as_array().into_iter().flatten();
+        Ok(listed.filter_map(topic).collect())
+    }
+
+    /// Cluster-wide total of every topic (`/counts`).
+    pub async fn total(&self, node: SocketAddr) -> anyhow::Result<u64> {
+        let counts: Value = self.get(node, "/counts?limit=1").await?;
+        counts["total"].as_u64().context("/counts without a total")
+    }
+
+    /// Members the node sees as alive, itself included.
+    pub async fn alive_members(&self, node: SocketAddr) -> anyhow::Result<usize> {
+        let cluster: Value = self.get(node, "/cluster").await?;
+        let members = cluster["members"].as_array().context("/cluster without members")?;
+        Ok(members.iter().filter(|member| member["state"] == "alive").count())
+    }
+
+    /// The sum over every label set of each of `names` in `/metrics`; 0 for a name that is absent.
+    pub async fn metrics<const N: usize>(&self, node: SocketAddr, names: [&str; N]) -> anyhow::Result<[f64; N]> {
+        let all = samples(&self.text(node, "/metrics").await?);
+        let named = |name, (series, _): &&(String, f64)| series.split('{').next() == Some(name);
+        Ok(names.map(|name| all.iter().filter(|s| named(name, s)).map(|(_, value)| value).sum()))
+    }
+}
+
+/// Every sample of a `/metrics` text: series (`name{label="…"}`) and value.
+pub fn samples(metrics: &str) -> Vec<(String, f64)> {
+    let sample = |line: &str| {
+        let (series, value) = line.rsplit_once(' ')?;
+        Some((series.trim().to_owned(), value.trim().parse().ok()?))
+    };
+    let lines = metrics.lines().filter(|line| !line.starts_with('#'));
+    lines.filter_map(sample).collect()
 }

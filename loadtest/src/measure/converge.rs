@@ -17,10 +17,9 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::api::Api;
-use super::client;
-use super::stats::{Latency, LatencySummary};
+use super::client::{self, Api};
 use super::topics::NetArgs;
+use super::{Latency, LatencySummary};
 
 const POLL: Duration = Duration::from_millis(5);
 
@@ -81,8 +80,7 @@ async fn poll_node(api: Api, node: SocketAddr, prefix: String, tx: watch::Sender
     }
 }
 
-/// Waits until every node shows `topic` at `want`; returns when the last node's showing response arrived and
-/// whether an unexpected count was seen.
+/// When the last node was seen showing `topic` at `want` (`None` after `timeout`), and whether a count was off.
 async fn wait_all(
     views: &[watch::Receiver<Seen>],
     topic: &str,

@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use serde::{Deserialize, Serialize};
 
-use super::api::Api;
-use super::stats::{Latency, LatencySummary};
+use super::client::Api;
 use super::topics::{NetArgs, TopicArgs};
+use super::{Latency, LatencySummary};
 
 const WORKERS: usize = 4;
 
@@ -50,7 +50,7 @@ pub async fn run(args: CountArgs) -> anyhow::Result<(CountReport, Latency)> {
     let period = Duration::from_secs_f64(WORKERS as f64 / args.rate.max(1.0));
     let begin = Instant::now() + Duration::from_millis(50);
     let (measure_from, names) = (begin + Duration::from_millis(500), args.topics.names(4096));
-    let (end, mut set) = (measure_from + args.duration, tokio::task::JoinSet::new());
+    let (end, mut workers) = (measure_from + args.duration, Vec::new());
     for worker in 0..WORKERS {
         let (target, source) = args.net.endpoint(worker as u64);
         let (api, names) = (Api::new(Duration::from_secs(5), 1, source)?, names.clone());
@@ -58,7 +58,7 @@ pub async fn run(args: CountArgs) -> anyhow::Result<(CountReport, Latency)> {
         let mut slot = begin + period.mul_f64(worker as f64 / WORKERS as f64);
         let (mut r, mut latency, mut n) = (CountReport::default(), Latency::default(), worker);
         r.rate_target = args.rate;
-        set.spawn(async move {
+        workers.push(tokio::spawn(async move {
             while slot < end {
                 tokio::time::sleep_until(slot.into()).await;
                 let (sent, measured) = (Instant::now(), slot >= measure_from);
@@ -77,20 +77,16 @@ pub async fn run(args: CountArgs) -> anyhow::Result<(CountReport, Latency)> {
             }
             r.achieved_rps = latency.len() as f64 / (end - measure_from).as_secs_f64();
             (r, latency)
-        });
+        }));
     }
-    let mut workers = Vec::new();
-    while let Some(done) = set.join_next().await {
-        workers.push(done?);
-    }
+    let workers = futures_util::future::try_join_all(workers).await?;
     // Each worker's rate is its share: the whole run's is their sum.
     let (mut report, latency) = merge(&workers).unwrap_or_default();
     report.achieved_rps *= workers.len() as f64;
     Ok((report, latency))
 }
 
-/// Merges rounds (or workers) into one report: percentiles over every sample, errors and late starts summed, the
-/// mean rate.
+/// Rounds (or workers) as one report: percentiles over every sample, errors and late starts summed, mean rate.
 pub fn merge(rounds: &[(CountReport, Latency)]) -> Option<(CountReport, Latency)> {
     let (mut merged, mut latency) = (CountReport::default(), Latency::default());
     (merged.mode, merged.rate_target) = ("count".into(), rounds.first()?.0.rate_target);

@@ -5,7 +5,6 @@
 //! closes.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -16,9 +15,8 @@ use tokio::sync::Semaphore;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use super::client::{self, Ws};
-use super::procfs;
-use super::stats::{Latency, LatencySummary};
 use super::topics::{NetArgs, TopicArgs};
+use super::{Latency, LatencySummary};
 
 #[derive(Debug, Clone, Args)]
 pub struct HoldArgs {
@@ -43,8 +41,7 @@ pub struct HoldArgs {
     pub server_pid: Vec<u32>,
 }
 
-/// Memory of one server process (VmRSS, KiB): before connecting, with every connection held and settled, after the
-/// release.
+/// VmRSS of one server process in KiB: before connecting, with every connection held and settled, after release.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ServerMemory {
     pub pid: u32,
@@ -77,8 +74,7 @@ pub struct HoldReport {
     pub unclean_closes: u64,
     /// Memory of each `--server-pid`.
     pub servers: Vec<ServerMemory>,
-    /// Connection attempts the kernel dropped on full listen queues while connecting (machine-wide); each costs its
-    /// client a 1 s SYN retransmit.
+    /// SYNs the kernel dropped on full listen queues while connecting (machine-wide): 1 s retransmits each.
     #[serde(default)]
     pub listen_overflows: u64,
 }
@@ -93,54 +89,40 @@ impl HoldReport {
     }
 }
 
-/// Handshake and first-frame latencies, join errors by kind, the last join.
-type Joins = (Latency, Latency, BTreeMap<String, u64>, Option<Instant>);
+/// What the connections saw: the report's counts, handshake and first-frame latencies, when the last one joined.
+type Tally = Mutex<(HoldReport, Latency, Latency, Option<Instant>)>;
 
-/// What the connections saw: their joins; server closes, count pushes, unclean closes.
-#[derive(Default)]
-struct Tally {
-    joins: Mutex<Joins>,
-    held: [AtomicU64; 3],
+fn lock(tally: &Tally) -> std::sync::MutexGuard<'_, (HoldReport, Latency, Latency, Option<Instant>)> {
+    tally.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-impl Tally {
-    fn joined(&self, joined: &Result<client::Joined, String>) {
-        let mut joins = self.joins.lock().unwrap_or_else(PoisonError::into_inner);
-        let (handshake, first_frame, errors, last) = &mut *joins;
-        match joined {
-            Ok(joined) => {
-                handshake.record(joined.handshake);
-                first_frame.record(joined.first_frame);
-                *last = Some(Instant::now());
-            }
-            Err(kind) => *errors.entry(kind.clone()).or_default() += 1,
-        }
-    }
-}
-
-/// Holds a joined connection until `stop`, then leaves (`None` once the server ended it).
-async fn hold(mut ws: Ws, stop: CancellationToken, tally: Arc<Tally>) -> Option<()> {
+/// Holds a joined connection until `stop`, then leaves; counts pushes and a close by the server.
+async fn hold(mut ws: Ws, stop: CancellationToken, tally: Arc<Tally>) {
     loop {
         tokio::select! {
             () = stop.cancelled() => {
                 let clean = client::leave(ws, Duration::from_secs(5)).await;
-                tally.held[2].fetch_add(u64::from(!clean), Relaxed);
-                return Some(());
+                lock(&tally).0.unclean_closes += u64::from(!clean);
+                return;
             }
             frame = client::next_data_frame(&mut ws) => {
-                tally.held[usize::from(frame.is_some())].fetch_add(1, Relaxed);
-                frame?;
+                let mut tally = lock(&tally);
+                if frame.is_none() {
+                    tally.0.dropped_while_held += 1;
+                    return;
+                }
+                tally.0.pushes += 1;
             }
         }
     }
 }
 
 fn rss_each(pids: &[u32]) -> Vec<u64> {
-    pids.iter().map(|&pid| procfs::rss_kib(pid).unwrap_or(0)).collect()
+    pids.iter().map(|&pid| super::rss_kib(pid).unwrap_or(0)).collect()
 }
 
 pub async fn run(args: HoldArgs) -> anyhow::Result<HoldReport> {
-    let (rss_before, overflows) = (rss_each(&args.server_pid), procfs::listen_overflows());
+    let (rss_before, overflows) = (rss_each(&args.server_pid), super::listen_overflows());
     let (stop, tracker, tally) = (CancellationToken::new(), TaskTracker::new(), Arc::<Tally>::default());
     let (gate, started) = (Arc::new(Semaphore::new(100)), Instant::now());
     for (sequence, topic) in (0..).zip(args.topics.names(args.connections)) {
@@ -148,7 +130,17 @@ pub async fn run(args: HoldArgs) -> anyhow::Result<HoldReport> {
         let ((target, source), stop, tally) = (args.net.endpoint(sequence), stop.clone(), tally.clone());
         tracker.spawn(async move {
             let joined = client::join(target, source, &topic, Duration::from_secs(15)).await;
-            tally.joined(&joined);
+            {
+                let (r, handshake, first_frame, last) = &mut *lock(&tally);
+                match &joined {
+                    Ok(joined) => {
+                        handshake.record(joined.handshake);
+                        first_frame.record(joined.first_frame);
+                        *last = Some(Instant::now());
+                    }
+                    Err(kind) => *r.errors.entry(kind.clone()).or_default() += 1,
+                }
+            }
             drop(permit);
             if let Ok(joined) = joined {
                 let _ = hold(joined.ws, stop, tally).await;
@@ -157,23 +149,22 @@ pub async fn run(args: HoldArgs) -> anyhow::Result<HoldReport> {
     }
     // Every join has ended once every permit is back.
     drop(gate.acquire_many(100).await?);
-    let mut r = HoldReport::default();
     {
-        let joins = tally.joins.lock().unwrap_or_else(PoisonError::into_inner);
-        (r.requested, r.held, r.errors) = (args.connections, joins.0.len(), joins.2.clone());
-        r.failed = r.errors.values().sum();
-        (r.handshake, r.first_frame) = (joins.0.summary(), joins.1.summary());
-        r.connect_secs = joins.3.map_or(0.0, |last| (last - started).as_secs_f64());
+        let (r, handshake, first_frame, last) = &mut *lock(&tally);
+        (r.requested, r.held, r.failed) = (args.connections, handshake.len(), r.errors.values().sum());
+        (r.handshake, r.first_frame) = (handshake.summary(), first_frame.summary());
+        r.connect_secs = last.map_or(0.0, |last| (last - started).as_secs_f64());
+        let per_sec = r.held as f64 / r.connect_secs;
+        r.handshakes_per_sec = if r.connect_secs > 0.0 { per_sec } else { 0.0 };
+        let overflows = super::listen_overflows().zip(overflows);
+        r.listen_overflows = overflows.map_or(0, |(after, before)| after.saturating_sub(before));
     }
-    let per_sec = r.held as f64 / r.connect_secs;
-    r.handshakes_per_sec = if r.connect_secs > 0.0 { per_sec } else { 0.0 };
-    let overflows = procfs::listen_overflows().zip(overflows);
-    r.listen_overflows = overflows.map_or(0, |(after, before)| after.saturating_sub(before));
     tokio::time::sleep(args.settle).await;
     let rss_held = rss_each(&args.server_pid);
     if args.wait_stdin {
-        r.mode = "ready".into();
-        println!("{}", serde_json::to_string(&r)?);
+        let mut ready = lock(&tally).0.clone();
+        ready.mode = "ready".into();
+        println!("{}", serde_json::to_string(&ready)?);
         // Any line or the end of stdin releases the connections.
         let _ = BufReader::new(tokio::io::stdin()).lines().next_line().await;
     } else {
@@ -183,11 +174,12 @@ pub async fn run(args: HoldArgs) -> anyhow::Result<HoldReport> {
     stop.cancel();
     tracker.close();
     tracker.wait().await;
-    r.release_secs = releasing.elapsed().as_secs_f64();
+    let mut r = std::mem::take(&mut lock(&tally).0);
+    (r.release_secs, r.mode) = (releasing.elapsed().as_secs_f64(), "hold".into());
     tokio::time::sleep(Duration::from_millis(500)).await;
     let rss = args.server_pid.iter().zip(rss_before).zip(rss_held);
     for ((&pid, rss_before_kib), rss_held_kib) in rss {
-        let rss_released_kib = procfs::rss_kib(pid).unwrap_or(0);
+        let rss_released_kib = super::rss_kib(pid).unwrap_or(0);
         let memory = ServerMemory {
             pid,
             rss_before_kib,
@@ -196,7 +188,5 @@ pub async fn run(args: HoldArgs) -> anyhow::Result<HoldReport> {
         };
         r.servers.push(memory);
     }
-    let [dropped, pushes, unclean] = tally.held.each_ref().map(|n| n.load(Relaxed));
-    (r.dropped_while_held, r.pushes, r.unclean_closes, r.mode) = (dropped, pushes, unclean, "hold".into());
     Ok(r)
 }

@@ -1,5 +1,6 @@
-//! The report half: result types, the targets they are judged against, and the marked section of BENCHMARKS.md
-//! written from them.
+//! The report half: what a run measured, as written to `target/loadtest/NAME.json` (filled in by `runs`, read back
+//! by `render`; every field has a default so older files still load; times are in the unit their name ends with, X
+//! is the gossip interval), the targets it is judged against, and the marked section of BENCHMARKS.md.
 //!
 //! The section between `<!-- loadtest:begin -->` and `<!-- loadtest:end -->` belongs to the load tools; everything
 //! outside it is left byte for byte, and that is where the hand-written analysis of the figures lives, so a
@@ -7,14 +8,15 @@
 //! keeps the others' last results.
 
 mod markdown;
-pub mod results;
-pub mod targets;
 
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
-use self::results::{RunInfo, ScaleResults, SuiteResults};
+use serde::{Deserialize, Serialize};
+
+use crate::measure::hold::HoldReport;
+use crate::measure::{LatencySummary, Machine, churn::ChurnReport, converge::ConvergeReport, count::CountReport};
 
 const BEGIN: &str = "<!-- loadtest:begin -->";
 const END: &str = "<!-- loadtest:end -->";
@@ -42,8 +44,7 @@ Raw JSON of the last runs: `target/loadtest/suite.json`, `target/loadtest/scale.
 server and load logs in `target/loadtest/logs/`.
 ";
 
-/// `current` (the file's text, if it exists) with the part `name` of the marked section set to `body` and the other
-/// parts kept; adds the markers when missing.
+/// `current` (the file, if any) with part `name` of the section set to `body`, the others kept, markers added.
 fn rewrite(current: Option<String>, name: &str, body: &str) -> String {
     let current = current.unwrap_or_else(|| format!("# Benchmarks\n\n{BEGIN}\n{END}\n"));
     let marked = current.find(BEGIN).zip(current.find(END));
@@ -68,7 +69,7 @@ fn rewrite(current: Option<String>, name: &str, body: &str) -> String {
 }
 
 /// Rewrites the part `name` of the marked section of the file at `path`.
-fn write_section(path: &Path, name: &str, body: &str) -> anyhow::Result<()> {
+pub fn write_section(path: &Path, name: &str, body: &str) -> anyhow::Result<()> {
     let current = match std::fs::read_to_string(path) {
         Ok(text) => Some(text),
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => None,
@@ -136,17 +137,131 @@ pub fn render(args: &RenderArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// What a run does when it ends: writes `results` as JSON into `dir` and, given `benchmarks`, their part of its
-/// section.
-pub fn save<R: Section>(results: &R, dir: &Path, benchmarks: Option<&Path>) -> anyhow::Result<()> {
-    let (name, json) = (R::NAME, dir.join(format!("{}.json", R::NAME)));
-    std::fs::write(&json, serde_json::to_string_pretty(results)?).with_context(|| json.display().to_string())?;
-    eprintln!("[{name}] raw results in {}", json.display());
-    if let Some(path) = benchmarks {
-        write_section(path, name, &results.markdown())?;
-        eprintln!("[{name}] rewrote the {name} section of {}", path.display());
+/// What every run records: mode, start (`YYYY-MM-DD HH:MM UTC`), wall time, machine, problems seen (product bugs).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RunInfo {
+    pub mode: String,
+    pub started: String,
+    pub wall_secs: f64,
+    pub machine: Option<Machine>,
+    pub problems: Vec<String>,
+}
+
+/// Everything one suite run measured.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SuiteResults {
+    #[serde(flatten)]
+    pub run: RunInfo,
+    /// Connections held per node and the topics they spread over.
+    pub connections: u64,
+    pub topics: u64,
+    pub node: NodeResults,
+    pub clusters: Vec<ClusterResults>,
+}
+
+/// Per node, headcount against bare on fresh processes; GET /count (bare's is static) all rounds merged, and each p99.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct NodeResults {
+    pub hold_headcount: Option<HoldReport>,
+    pub hold_bare: Option<HoldReport>,
+    pub count_headcount: Option<CountReport>,
+    pub count_bare: Option<CountReport>,
+    pub count_rounds_p99_headcount: Vec<f64>,
+    pub count_rounds_p99_bare: Vec<f64>,
+    pub churn_headcount: Vec<ChurnReport>,
+    pub churn_bare: Vec<ChurnReport>,
+}
+
+/// Gossip of every node over one window: UDP bytes sent and received per second each; full-state pulls in all.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct GossipReading {
+    pub sent_bps: Vec<f64>,
+    pub received_bps: Vec<f64>,
+    pub pulls: f64,
+}
+
+impl GossipReading {
+    /// The busiest node's sent bytes per second.
+    pub fn max_sent(&self) -> f64 {
+        self.sent_bps.iter().copied().fold(0.0, f64::max)
     }
-    Ok(())
+
+    /// Mean sent bytes per second per node.
+    pub fn mean_sent(&self) -> f64 {
+        self.sent_bps.iter().sum::<f64>() / self.sent_bps.len().max(1) as f64
+    }
+}
+
+/// One cluster of the suite: convergence, gossip idle and with 10 topics churning, and a quiet reading (`quiet_`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ClusterResults {
+    pub nodes: usize,
+    pub interval_ms: f64,
+    pub converge: Option<ConvergeReport>,
+    pub gossip_idle: GossipReading,
+    pub gossip_busy: GossipReading,
+    pub busy_churn: Option<ChurnReport>,
+    /// Topics held, one connection each, and gossip while nothing changes.
+    pub quiet_topics: u64,
+    pub gossip_quiet: GossipReading,
+    pub quiet_agree_ms: Option<f64>,
+    pub quiet_agree_each_ms: Vec<Option<f64>>,
+    pub quiet_tail_secs: Option<f64>,
+    pub quiet_pulls_each: Vec<f64>,
+    pub quiet_release_secs: f64,
+    pub quiet_release_agree_ms: Option<f64>,
+}
+
+/// What a scale run measured.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ScaleResults {
+    #[serde(flatten)]
+    pub run: RunInfo,
+    /// Nodes, load processes and the source addresses they used.
+    pub nodes: usize,
+    pub procs: usize,
+    pub sources: usize,
+    pub interval_ms: f64,
+    /// Connections asked for and held.
+    pub requested: u64,
+    pub held: u64,
+    /// From starting the load processes to the last one ready, seconds.
+    pub connect_secs: f64,
+    /// The worst p99 among the load processes' connect latencies.
+    pub connect_worst: LatencySummary,
+    /// From the last join to every node agreeing on the total, ms: the slowest node, and each.
+    pub agree_ms: Option<f64>,
+    pub agree_each_ms: Vec<Option<f64>>,
+    /// Full-state pulls each node made from the first join to agreement.
+    pub pulls_each: Vec<f64>,
+    /// Node VmRSS before the joins and with everything held, KiB.
+    pub rss_before_kib: Vec<u64>,
+    pub rss_held_kib: Vec<u64>,
+    pub gossip_idle: GossipReading,
+    /// From agreement until gossip was back near its idle rate, seconds.
+    pub quiet_tail_secs: Option<f64>,
+    /// Gossip with every connection held and nothing changing.
+    pub gossip_steady: GossipReading,
+    /// Seconds the slowest load process took to close its connections.
+    pub release_secs: f64,
+    /// From the start of the release to every total at 0, ms.
+    pub release_agree_ms: Option<f64>,
+    pub holds: Vec<HoldReport>,
+}
+
+impl ScaleResults {
+    /// Resident bytes per held connection over all nodes.
+    pub fn bytes_per_connection(&self) -> Option<f64> {
+        let grown = self.rss_held_kib.iter().zip(&self.rss_before_kib);
+        let grown = grown.map(|(held, before)| *held as i64 - *before as i64);
+        (self.held > 0).then(|| grown.sum::<i64>() as f64 * 1024.0 / self.held as f64)
+    }
 }
 
 #[cfg(test)]

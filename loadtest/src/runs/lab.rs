@@ -12,8 +12,8 @@ use futures_util::future::join_all;
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 
-use crate::measure::{api::Api, hold::HoldReport, procfs};
-use crate::report::results::GossipReading;
+use crate::measure::{self, client::Api, hold::HoldReport};
+use crate::report::GossipReading;
 
 /// The counter of full-state pulls a node made.
 pub const PULLS: &str = "headcount_cluster_pulls_total";
@@ -24,6 +24,7 @@ pub const UNCAPPED: &str = "--max-connections-per-ip 1000000";
 pub struct Server {
     pub name: String,
     pub http: SocketAddr,
+    pub grpc: SocketAddr,
     pub gossip: SocketAddr,
     pub pid: u32,
     child: Child,
@@ -36,14 +37,10 @@ impl Server {
             if let Ok(Some(status)) = server.child.try_wait() {
                 problems.push(format!("node {} exited during the run ({status})", server.name));
             }
-            let _ = Command::new("kill")
-                .args(["-TERM", &server.pid.to_string()])
-                .status()
-                .await;
-            if tokio::time::timeout(Duration::from_secs(10), server.child.wait())
-                .await
-                .is_err()
-            {
+            let pid = server.pid.to_string();
+            let _ = Command::new("kill").args(["-TERM", &pid]).status().await;
+            let grace = Duration::from_secs(10);
+            if tokio::time::timeout(grace, server.child.wait()).await.is_err() {
                 let _ = server.child.kill().await;
             }
         }
@@ -77,8 +74,7 @@ impl Holder {
     }
 }
 
-/// Where the binaries and logs are (`dir` is `target/loadtest`), when the run started, and a client for the nodes'
-/// API.
+/// Where binaries and logs (`dir`: `target/loadtest`) are, when the run started, a client for the nodes' API.
 pub struct Lab {
     pub dir: PathBuf,
     pub started: Instant,
@@ -119,8 +115,7 @@ impl Lab {
         Ok(command)
     }
 
-    /// Starts a headcount node gossiping every `interval` with `flags` added, or with no `interval` the bare
-    /// baseline server.
+    /// Starts a headcount node gossiping every `interval` with `flags`, or without `interval` the bare server.
     pub fn server(&self, name: &str, interval: Option<Duration>, flags: &str) -> anyhow::Result<Server> {
         let free = || TcpListener::bind("127.0.0.1:0")?.local_addr();
         let (http, grpc, gossip) = (free()?, free()?, UdpSocket::bind("127.0.0.1:0")?.local_addr()?);
@@ -140,19 +135,21 @@ impl Lab {
         Ok(Server {
             name,
             http,
+            grpc,
             gossip,
             pid,
             child,
         })
     }
 
-    /// Waits (30 s at most) until every server answers `/healthz` and, with `members` above 1, sees that many
-    /// cluster members alive.
+    /// Waits (30 s at most) until every server answers `/healthz` and sees `members` cluster members alive.
     pub async fn wait_up(&self, servers: &mut [Server], members: usize) -> anyhow::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(30);
         let alive = |node| async move { self.api.alive_members(node).await.unwrap_or(0) };
         for server in servers {
-            while !self.api.healthy(server.http).await || (members > 1 && alive(server.http).await < members) {
+            while self.api.text(server.http, "/healthz").await.is_err()
+                || (members > 1 && alive(server.http).await < members)
+            {
                 if let Ok(Some(status)) = server.child.try_wait() {
                     let logs = self.dir.join("logs");
                     bail!("{} exited ({status}); see {}", server.name, logs.display());
@@ -191,12 +188,11 @@ impl Lab {
 
     /// Resident memory of each server now, KiB.
     pub fn rss_kib(servers: &[Server]) -> Vec<u64> {
-        let rss = |server: &Server| procfs::rss_kib(server.pid).unwrap_or(0);
+        let rss = |server: &Server| measure::rss_kib(server.pid).unwrap_or(0);
         servers.iter().map(rss).collect()
     }
 
-    /// Polls every node (each on its own, every 10 ms) until it reports `want` as its `/counts` total: how long each
-    /// took, `None` for a node that had not after `timeout`.
+    /// How long each node took (polled every 10 ms) to show `want` as its `/counts` total, `None` after `timeout`.
     pub async fn wait_totals(&self, nodes: &[SocketAddr], want: u64, timeout: Duration) -> Vec<Option<Duration>> {
         let started = Instant::now();
         join_all(nodes.iter().map(|&node| async move {
@@ -210,14 +206,6 @@ impl Lab {
             None
         }))
         .await
-    }
-
-    /// Every node's `/counts` total, for a problem report.
-    pub async fn totals(&self, nodes: &[SocketAddr]) -> String {
-        let total = |node| async move { self.api.total(node).await };
-        let totals = join_all(nodes.iter().map(|&node| total(node))).await;
-        let text = |total: anyhow::Result<u64>| total.map_or_else(|e| format!("error {e}"), |t| t.to_string());
-        totals.into_iter().map(text).collect::<Vec<_>>().join(", ")
     }
 
     /// The counters `names` on every node, NaN where unreadable.
@@ -242,10 +230,8 @@ impl Lab {
         reading
     }
 
-    /// Waits until gossip has quieted down after a burst of changes: every node sends at most 1.5× (+200 B/s) what
-    /// it sent when the cluster was idle, over a full second. Broadcasts are retransmitted for a while after a
-    /// change and that tail is not the steady state; how long it lasts is returned (`None` if it had not ended
-    /// after `max_wait`).
+    /// How long until every node sent at most 1.5× (+200 B/s) its idle gossip over a second (`None` after `max_wait`):
+    /// broadcasts are retransmitted for a while after a burst of changes, and that tail is not the steady state.
     pub async fn wait_quiet(&self, nodes: &[SocketAddr], idle: &GossipReading, max_wait: Duration) -> Option<Duration> {
         let (limit, started) = (idle.max_sent() * 1.5 + 200.0, Instant::now());
         while started.elapsed() < max_wait {

@@ -1,5 +1,5 @@
-//! The orchestrating half: `suite` and `scale` start servers and load processes through the [`lab`], drive the
-//! measurements, fill in the result types of `report::results` and hand them to the report.
+//! The orchestrating half: `suite`, `scale` and `hostile` start servers and load processes through the [`lab`],
+//! drive the measurements and hand the results to the report (`hostile` only saves its JSON).
 //!
 //! `scale` holds 100,000 websocket connections on one machine, each on its own topic, and checks the cluster agrees
 //! on the total. No process may have more than 20,000 open files, so the load is split over several nodes and
@@ -8,6 +8,7 @@
 //! "100k quiet topics" reading of gossip: once the joins stop, nothing changes, and every node should send little
 //! but SWIM probes. The suite's quiet reading of each cluster is the same run, smaller.
 
+pub mod hostile;
 pub mod lab;
 pub mod suite;
 
@@ -15,10 +16,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
+use anyhow::Context;
 use futures_util::future::join_all;
 
-use crate::measure::procfs;
-use crate::report::{self, Section, results::ScaleResults};
+use crate::measure;
+use crate::report::{self, ScaleResults, Section};
 use lab::{Lab, PULLS, Server};
 
 /// Flags every run shares: where results go.
@@ -37,19 +39,24 @@ impl RunArgs {
     pub fn start<R: Section>(&self, mode: &str) -> anyhow::Result<(Lab, R)> {
         let mut results = R::default();
         let run = results.run();
-        (run.mode, run.started, run.machine) = (mode.into(), now_utc(), Some(procfs::machine()));
+        (run.mode, run.started, run.machine) = (mode.into(), now_utc(), Some(measure::machine()));
         Ok((Lab::new()?, results))
     }
 
-    /// Ends a run: the load average now and the wall time, then the results as JSON and, unless `--no-write`, into
-    /// BENCHMARKS.md.
-    pub fn finish(&self, lab: &Lab, results: &mut impl Section) -> anyhow::Result<()> {
+    /// Ends a run: load average and wall time, then the results as JSON and (unless `--no-write`) in BENCHMARKS.md.
+    pub fn finish<R: Section>(&self, lab: &Lab, results: &mut R) -> anyhow::Result<()> {
         let run = results.run();
         if let Some(machine) = &mut run.machine {
-            machine.load_end = procfs::loadavg();
+            machine.load_end = measure::loadavg();
         }
         run.wall_secs = lab.started.elapsed().as_secs_f64();
-        report::save(results, &lab.dir, (!self.no_write).then_some(self.benchmarks.as_path()))
+        let json = lab.dir.join(format!("{}.json", R::NAME));
+        std::fs::write(&json, serde_json::to_string_pretty(results)?).with_context(|| json.display().to_string())?;
+        say(R::NAME, format!("raw results in {}", json.display()));
+        if !self.no_write {
+            report::write_section(&self.benchmarks, R::NAME, &results.markdown())?;
+        }
+        Ok(())
     }
 }
 
@@ -74,8 +81,7 @@ pub fn now_utc() -> String {
     format!("{} UTC", now.replacen('T', " ", 1).get(..16).unwrap_or(&now))
 }
 
-/// The flags of one mode parsed from `line` as its command line would be: a run drives each measurement the way a
-/// person would type it (and a `hold` child process gets the same words).
+/// A mode's flags parsed from `line`: runs drive measurements as a person would type them (hold children too).
 pub fn flags<T: clap::Args>(line: &str) -> anyhow::Result<T> {
     #[derive(clap::Parser)]
     struct Line<T: clap::Args> {
@@ -99,16 +105,12 @@ pub fn slowest_ms(waits: &[Option<Duration>]) -> Option<f64> {
 /// Unless every node's total reaches `want` within 5 s, a problem saying what they were instead.
 pub async fn check_totals(lab: &Lab, nodes: &[SocketAddr], want: u64, when: &str, problems: &mut Vec<String>) {
     if slowest_ms(&lab.wait_totals(nodes, want, Duration::from_secs(5)).await).is_none() {
-        let seen = lab.totals(nodes).await;
-        let problem = format!("{when}: /counts totals [{seen}] never reached {want} within 5 s");
-        problems.push(problem);
+        problems.push(format!("{when}: /counts totals never all reached {want} within 5 s"));
     }
 }
 
-/// The core of a scale run, also the suite's quiet reading: starts `holds` (`hold` flags) on `nodes`, waits (at
-/// most `wait`) for every node to agree on the total, reads memory after `settle`, the gossip tail (against
-/// `r.gossip_idle`, the settle counted in it) and steady gossip over `window`, releases everything and waits for
-/// every total to be 0. The figures go into `r`, any product misbehaviour into its problems; `tag` names it all.
+/// The scale run's core, also the suite's quiet reading: `holds` (`hold` flags) on `nodes`; agreement (at most
+/// `wait`), memory after `settle`, gossip tail (from `r.gossip_idle`) and steady over `window`, release, totals to 0.
 pub async fn quiet(
     lab: &Lab,
     (tag, nodes): (&str, &[Server]),
@@ -138,8 +140,8 @@ pub async fn quiet(
     let pulls = lab.counters(&https, [PULLS]).await.into_iter().zip(pulls_before);
     r.pulls_each = pulls.map(|([after], [before])| after - before).collect();
     if r.agree_ms.is_none() {
-        let seen = lab.totals(&https).await;
-        let problem = format!("{tag}: with {held} held, node totals were [{seen}] {wait:?} after the last join");
+        let problem =
+            format!("{tag}: with {held} held, not every node's total was {held} {wait:?} after the last join");
         r.run.problems.push(problem);
     }
     tokio::time::sleep(settle).await;
@@ -165,8 +167,7 @@ pub async fn quiet(
     }
     r.release_agree_ms = slowest_ms(&zero);
     if r.release_agree_ms.is_none() {
-        let seen = lab.totals(&https).await;
-        let problem = format!("{tag}: node totals were [{seen}], not 0, {wait:?} after the release started");
+        let problem = format!("{tag}: not every node's total was 0 {wait:?} after the release started");
         r.run.problems.push(problem);
     }
     Ok(())
@@ -203,11 +204,23 @@ pub async fn scale(args: ScaleArgs) -> anyhow::Result<ScaleResults> {
 
 #[cfg(test)]
 mod tests {
+    use crate::measure::hold::HoldArgs;
+
     #[test]
-    fn flags_parse_like_the_command_line() {
-        let line = "--targets 127.0.0.1:1,127.0.0.1:2 --sources 127.0.0.2-3 --wait-stdin --server-pid 5,6 --settle 2s";
-        let hold: crate::measure::hold::HoldArgs = super::flags(line).expect("parses");
-        assert!(hold.wait_stdin && hold.server_pid == [5, 6] && hold.net.targets.len() == 2);
-        assert!(super::flags::<crate::measure::hold::HoldArgs>("--targets 10.0.0.1:80").is_err());
+    fn flags_parse_like_the_command_line_and_stay_on_loopback() {
+        let line = "--targets 127.0.0.1:1,127.0.0.1:2 --sources 127.0.0.2-3 --wait-stdin --server-pid 5,6 --topics 3";
+        let hold: HoldArgs = super::flags(line).expect("parses");
+        assert!(hold.wait_stdin && hold.server_pid == [5, 6] && hold.net.sources.0.len() == 2);
+        let pairs: std::collections::HashSet<_> = (0..4).map(|i| hold.net.endpoint(i)).collect();
+        assert_eq!(
+            (pairs.len(), hold.topics.names(4).join(" ").as_str()),
+            (4, "load/0 load/1 load/2 load/0")
+        );
+        let remote = [
+            "--targets 10.0.0.1:80",
+            "--targets [::1]:1 --sources 10.0.0.1",
+            "--targets [::1]:1 --sources 127.0.0.9-3",
+        ];
+        assert!(remote.iter().all(|line| super::flags::<HoldArgs>(line).is_err()));
     }
 }

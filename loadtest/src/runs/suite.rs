@@ -10,8 +10,7 @@ use std::time::Duration;
 use super::lab::{Lab, Server, UNCAPPED};
 use super::{RunArgs, check_totals, flags, list, quiet, say};
 use crate::measure::{churn, converge, count, count::CountReport, summary};
-use crate::report::results::{ClusterResults, NodeResults, ScaleResults, SuiteResults};
-use crate::report::targets::verdicts;
+use crate::report::{ClusterResults, NodeResults, ScaleResults, SuiteResults};
 
 /// Per node process: connections held, and the topics they spread over (uniform).
 const HELD: (u64, u64) = (10_000, 1_000);
@@ -28,12 +27,6 @@ const CLUSTER: (usize, u64, f64, Duration) = (80, 10_000, 200.0, Duration::from_
 /// Flags of `suite`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct SuiteArgs {
-    /// Skip the per-node part.
-    #[arg(long)]
-    pub skip_node: bool,
-    /// Skip the cluster part.
-    #[arg(long)]
-    pub skip_cluster: bool,
     #[command(flatten)]
     pub run: RunArgs,
 }
@@ -42,21 +35,12 @@ pub struct SuiteArgs {
 pub async fn run(args: SuiteArgs) -> anyhow::Result<SuiteResults> {
     let (lab, mut r) = args.run.start::<SuiteResults>("suite")?;
     (r.connections, r.topics) = HELD;
-    if !args.skip_node {
-        node_part(&lab, &mut r.node, &mut r.run.problems).await?;
-    }
-    for (nodes, ms) in CLUSTERS.into_iter().filter(|_| !args.skip_cluster) {
+    node_part(&lab, &mut r.node, &mut r.run.problems).await?;
+    for (nodes, ms) in CLUSTERS {
         let cluster = cluster_part(&lab, nodes, Duration::from_millis(ms), &mut r.run.problems).await?;
         r.clusters.push(cluster);
     }
     args.run.finish(&lab, &mut r)?;
-    let verdicts = verdicts(&r);
-    let missed: Vec<_> = verdicts.iter().filter(|v| v.pass == Some(false)).collect();
-    let missed: Vec<_> = missed.iter().map(|v| &v.name).collect();
-    let met = verdicts.iter().filter(|v| v.pass == Some(true)).count();
-    let (n, problems) = (verdicts.len(), r.run.problems.len());
-    let line = format!("{met} of {n} targets met, missed: {missed:?}; {problems} problems");
-    say("suite", line);
     Ok(r)
 }
 
@@ -99,7 +83,6 @@ async fn node_part(lab: &Lab, node: &mut NodeResults, problems: &mut Vec<String>
             let (to, ms) = (server.http, duration / rounds);
             let load = format!("--targets {to} --topics {topics} --topic-prefix hold/ --rate {rate} --duration {ms}ms");
             let round = count::run(flags(&load)?).await?;
-            say("suite", format!("{}: {}", server.name, summary(&round.0)));
             measured.push(round);
         }
     }
@@ -108,10 +91,8 @@ async fn node_part(lab: &Lab, node: &mut NodeResults, problems: &mut Vec<String>
     (node.count_bare, node.count_rounds_p99_bare) = (merged(&counts[0]), p99s(&counts[0]));
     (node.count_headcount, node.count_rounds_p99_headcount) = (merged(&counts[1]), p99s(&counts[1]));
 
-    let holds = servers.iter().zip([&mut node.hold_bare, &mut node.hold_headcount]);
-    for ((holder, _), (server, hold)) in holders.into_iter().zip(holds) {
+    for ((holder, _), hold) in holders.into_iter().zip([&mut node.hold_bare, &mut node.hold_headcount]) {
         let report = holder.release(Duration::from_secs(60)).await?;
-        say("suite", format!("{}: {}", server.name, summary(&report)));
         *hold = Some(report);
     }
     if let Some(report) = &node.hold_headcount {
@@ -125,13 +106,12 @@ async fn node_part(lab: &Lab, node: &mut NodeResults, problems: &mut Vec<String>
     }
 
     let (rounds, duration, workers) = CHURN;
-    for round in 0..rounds {
+    for _ in 0..rounds {
         for (server, rounds) in servers.iter().zip([&mut node.churn_bare, &mut node.churn_headcount]) {
             let load = format!("--topics 100 --topic-prefix churn/ --concurrency {workers} --duration {duration}");
             let (to, pid) = (server.http, server.pid);
             let line = format!("--targets {to} --sources 127.0.0.10-17 {load} --server-pid {pid}");
             let report = churn::run(flags(&line)?).await?;
-            say("suite", format!("round {round} {}: {}", server.name, summary(&report)));
             rounds.push(report);
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
