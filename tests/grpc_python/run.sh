@@ -15,7 +15,7 @@ python="${PYTHON:-python3}"
 
 "$python" -m pip install -q --disable-pip-version-check --root-user-action=ignore -r "$here/requirements.txt"
 (cd "$root" && cargo build -q -p headcount)
-bin="$root/target/debug/headcount"
+bin="${CARGO_TARGET_DIR:-$root/target}/debug/headcount"
 
 # Six free loopback ports: http, grpc, gossip (UDP) for two nodes.
 read -r a_http a_grpc a_gossip b_http b_grpc b_gossip < <("$python" - <<'EOF'
