@@ -11,40 +11,9 @@
 //! "skipped: no Docker engine" and passes. Needs bash and python3 (the scripts
 //! pip-install what they need into target/deploy-venv).
 
-use std::{
-    path::{Path, PathBuf},
-    process::Command,
-    time::Instant,
-};
+use std::{path::Path, process::Command, time::Instant};
 
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// The profile directory this test was built into (`target/debug` for a plain
-/// `cargo test`): the test binary is `<profile dir>/deps/deploy-<hash>`.
-fn profile_dir() -> PathBuf {
-    std::env::current_exe()
-        .ok()
-        .and_then(|exe| Some(exe.parent()?.parent()?.to_path_buf()))
-        .filter(|dir| dir.join("deps").is_dir())
-        .unwrap_or_else(|| repo_root().join("target").join("debug"))
-}
-
-/// `headcount` of the same profile, built if missing or stale.
-fn headcount_binary() -> PathBuf {
-    let dir = profile_dir();
-    let mut build = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned()));
-    build.current_dir(repo_root()).args(["build", "-p", "headcount"]);
-    if dir.file_name().is_some_and(|name| name == "release") {
-        build.arg("--release");
-    }
-    let status = build.status().expect("run cargo build -p headcount");
-    assert!(status.success(), "cargo build -p headcount failed: {status}");
-    let binary = dir.join("headcount");
-    assert!(binary.is_file(), "no binary at {}", binary.display());
-    binary
-}
+use headcount_tests::{headcount_binary, repo_root};
 
 fn run_script(script: &str, binary: &Path) {
     let started = Instant::now();

@@ -13,6 +13,8 @@ use std::{
     collections::HashSet,
     future::Future,
     net::SocketAddr,
+    path::{Path, PathBuf},
+    process::Command,
     sync::{Arc, Mutex, PoisonError},
     time::Duration,
 };
@@ -394,4 +396,34 @@ impl Drop for PageServer {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The profile directory this test was built into (`target/debug` for a plain
+/// `cargo test`): a test binary is `<profile dir>/deps/<name>-<hash>`.
+fn profile_dir() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.parent()?.to_path_buf()))
+        .filter(|dir| dir.join("deps").is_dir())
+        .unwrap_or_else(|| repo_root().join("target").join("debug"))
+}
+
+/// The `headcount` binary of the same profile, built if missing or stale.
+pub fn headcount_binary() -> PathBuf {
+    let dir = profile_dir();
+    let mut build = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned()));
+    build.current_dir(repo_root()).args(["build", "-p", "headcount"]);
+    if dir.file_name().is_some_and(|name| name == "release") {
+        build.arg("--release");
+    }
+    let status = build.status().expect("run cargo build -p headcount");
+    assert!(status.success(), "cargo build -p headcount failed: {status}");
+    let binary = dir.join("headcount");
+    assert!(binary.is_file(), "no binary at {}", binary.display());
+    binary
 }

@@ -35,13 +35,11 @@ fn main() -> ExitCode {
         }
     };
     init_logging(flags.log_format);
-    for (flag, id) in [("--cluster-secret", "cluster_secret"), ("--admin-token", "admin_token")] {
-        if matches.value_source(id) == Some(ValueSource::CommandLine) {
-            warn!(
-                "{flag} on the command line is visible to every local user; use {flag}-file or its environment variable"
-            );
-        }
-    }
+    let exposed: Vec<&str> = [("--cluster-secret", "cluster_secret"), ("--admin-token", "admin_token")]
+        .into_iter()
+        .filter(|(_, id)| matches.value_source(id) == Some(ValueSource::CommandLine))
+        .map(|(flag, _)| flag)
+        .collect();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -49,7 +47,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(flags)) {
+    match runtime.block_on(run(flags, &exposed)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error:#}");
@@ -71,8 +69,13 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-async fn run(flags: Flags) -> anyhow::Result<()> {
+/// Runs the node; `exposed` are the secret flags given on the command line,
+/// warned about once their values are known to be valid.
+async fn run(flags: Flags, exposed: &[&str]) -> anyhow::Result<()> {
     let config = node_config(&flags).await?;
+    for flag in exposed {
+        warn!("{flag} on the command line is visible to every local user; use {flag}-file or its environment variable");
+    }
     let listeners = Listeners {
         http: listen(flags.http).with_context(|| format!("--http {}", flags.http))?,
         grpc: listen(flags.grpc).with_context(|| format!("--grpc {}", flags.grpc))?,
