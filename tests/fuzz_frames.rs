@@ -42,7 +42,7 @@ use std::{
 };
 
 use futures_util::{SinkExt, StreamExt};
-use headcount_tests::{TestNode, Ws, close, get_json, test_config, ws_connect};
+use headcount_tests::{TestNode, Ws, close, get_json, percent_encode, test_config, ws_connect};
 use proptest::{
     prelude::*,
     test_runner::{Config, FileFailurePersistence, TestCaseError, TestRunner},
@@ -423,19 +423,6 @@ fn websocket_frames() {
 /// Topics held open while prefixes are listed, and how many sockets each.
 const HELD: [(&str, usize); 5] = [("news/a", 2), ("news/b", 1), ("café/x", 1), ("%", 1), ("a b", 1)];
 
-/// Every byte but unreserved ASCII percent-encoded: the node decodes exactly `text`.
-fn form_encode(text: &str) -> String {
-    text.bytes()
-        .map(|byte| {
-            if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
-                char::from(byte).to_string()
-            } else {
-                format!("%{byte:02X}")
-            }
-        })
-        .collect()
-}
-
 /// A listing request: a prefix (or none), a limit (or none), or a raw query.
 #[derive(Debug, Clone)]
 enum Listing {
@@ -493,10 +480,10 @@ async fn listing_case(http: SocketAddr, listing: &Listing) -> Result<(), TestCas
         Listing::Encoded { prefix, limit } => {
             let mut pairs = Vec::new();
             if let Some(prefix) = prefix {
-                pairs.push(format!("prefix={}", form_encode(prefix)));
+                pairs.push(format!("prefix={}", percent_encode(prefix)));
             }
             if let Some(limit) = limit {
-                pairs.push(format!("limit={}", form_encode(limit)));
+                pairs.push(format!("limit={}", percent_encode(limit)));
             }
             pairs.join("&")
         }
@@ -550,7 +537,7 @@ fn listing_prefixes() {
     let held: Vec<tokio::task::JoinHandle<()>> = runtime.block_on(async {
         let mut held = Vec::new();
         for (topic, n) in HELD {
-            for mut socket in node.connect_n(&form_encode(topic), n).await {
+            for mut socket in node.connect_n(&percent_encode(topic), n).await {
                 held.push(tokio::spawn(
                     async move { while let Some(Ok(_)) = socket.next().await {} },
                 ));

@@ -427,3 +427,17 @@ pub fn headcount_binary() -> PathBuf {
     assert!(binary.is_file(), "no binary at {}", binary.display());
     binary
 }
+
+/// Percent-encodes every byte of `text` except unreserved ASCII, so the node
+/// decodes exactly `text` from a URL path or query.
+pub fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|byte| {
+            if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+                char::from(byte).to_string()
+            } else {
+                format!("%{byte:02X}")
+            }
+        })
+        .collect()
+}

@@ -15,7 +15,9 @@ use std::{
 
 use futures_util::{SinkExt, StreamExt};
 use headcount_server::{NodeConfig, SessionTimings};
-use headcount_tests::{TestNode, Ws, close, eventually, next_count, test_config, wait_for_push, ws_connect};
+use headcount_tests::{
+    TestNode, Ws, close, eventually, next_count, percent_encode, test_config, wait_for_push, ws_connect,
+};
 use serde_json::{Value, json};
 use tokio::{net::TcpSocket, time::Instant};
 use tokio_tungstenite::{
@@ -161,20 +163,6 @@ async fn close_code(mut socket: Ws) -> Result<u16, String> {
     // Reading on sends our close reply, so the server's side ends at once.
     let _ = tokio::time::timeout_at(deadline, async { while let Some(Ok(_)) = socket.next().await {} }).await;
     code
-}
-
-/// Percent-encodes every byte of `topic` except unreserved ASCII.
-fn encode(topic: &str) -> String {
-    topic
-        .bytes()
-        .map(|byte| {
-            if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
-                char::from(byte).to_string()
-            } else {
-                format!("%{byte:02X}")
-            }
-        })
-        .collect()
 }
 
 /// This node's own line in `/cluster`.
@@ -388,7 +376,7 @@ async fn topics_are_percent_decoded_paths_with_slashes_and_unicode() {
     let mut cafe = node.connect("caf%C3%A9").await;
     assert_eq!(next_json(&mut cafe).await, json!({"topic": "café", "count": 1}));
     let _cafe_again = node.connect("%63af%C3%A9").await;
-    let mut news = node.connect(&encode("ニュース")).await;
+    let mut news = node.connect(&percent_encode("ニュース")).await;
     assert_eq!(next_json(&mut news).await, json!({"topic": "ニュース", "count": 1}));
 
     // The HTTP client percent-encodes the raw UTF-8 path itself.
@@ -441,7 +429,7 @@ async fn topics_are_percent_decoded_paths_with_slashes_and_unicode() {
 async fn invalid_topics_get_400_json_on_both_endpoints_and_are_never_counted() {
     let node = TestNode::start(test_config("a")).await;
     let too_long = "a".repeat(257);
-    let too_long_unicode = encode(&"é".repeat(129));
+    let too_long_unicode = percent_encode(&"é".repeat(129));
     let cases = [
         ("empty", ""),
         ("257 bytes", too_long.as_str()),
@@ -487,7 +475,7 @@ async fn invalid_topics_get_400_json_on_both_endpoints_and_are_never_counted() {
     assert_eq!(next_json(&mut socket).await, json!({"topic": longest, "count": 1}));
     assert_eq!(node.count(&longest).await, 1);
     let longest_unicode = "é".repeat(128);
-    let _unicode = node.connect(&encode(&longest_unicode)).await;
+    let _unicode = node.connect(&percent_encode(&longest_unicode)).await;
     assert_eq!(node.get(&format!("/count/{longest_unicode}")).await.1["count"], 1);
 }
 

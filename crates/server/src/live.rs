@@ -58,6 +58,12 @@ fn admit(app: &AppState, peer: SocketAddr, headers: &HeaderMap) -> Result<Held, 
     })
 }
 
+/// Admits a watcher of an admin-only stream: the token first (401).
+fn admit_admin(app: &AppState, peer: SocketAddr, headers: &HeaderMap) -> Result<Held, ApiError> {
+    app.access.admin(authorization(headers))?;
+    admit(app, peer, headers)
+}
+
 /// Wraps events as an SSE response that ends on shutdown and releases what
 /// it holds when the client goes away. A page of another origin may read it
 /// (the origin check already passed).
@@ -113,8 +119,7 @@ pub(crate) async fn cluster(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    app.access.admin(authorization(&headers))?;
-    let held = admit(&app, peer, &headers)?;
+    let held = admit_admin(&app, peer, &headers)?;
     let mut tick = tokio::time::interval(app.push_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let query = app.query.clone();
@@ -143,8 +148,7 @@ pub(crate) async fn total(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    app.access.admin(authorization(&headers))?;
-    let held = admit(&app, peer, &headers)?;
+    let held = admit_admin(&app, peer, &headers)?;
     let mut chart = app.chart.clone();
     let history = chart.borrow_and_update().clone();
     let first = json_event(&*history).event("history");
