@@ -26,7 +26,6 @@ use tokio::{
     net::UdpSocket,
     sync::{mpsc, watch},
 };
-use tokio_rustls::TlsConnector;
 use tokio_util::{sync::CancellationToken, task::TaskTracker, time::DelayQueue};
 use tracing::{Instrument, debug, debug_span, info, info_span, warn};
 
@@ -35,6 +34,7 @@ use crate::{
     down::DownMembers,
     envelope::Sealer,
     identity::NodeId,
+    link::PeerLink,
     metrics::ClusterMetrics,
     published::Published,
     state::{ClusterState, FullState, NodeKey, Outcome, PeerLimits},
@@ -68,7 +68,7 @@ enum Command {
 /// The settings the gossip task runs with.
 pub(crate) struct GossipSettings {
     pub(crate) identity: NodeId,
-    pub(crate) sync_tls: Option<TlsConnector>,
+    pub(crate) link: PeerLink,
     pub(crate) peer_limits: PeerLimits,
     pub(crate) interval: Duration,
     pub(crate) suspect_timeout: Duration,
@@ -85,8 +85,8 @@ pub(crate) struct Gossip {
     state: ClusterState,
     /// Largest full state a peer may answer a pull with.
     max_state_bytes: usize,
-    /// Pulls speak TLS (the cluster's gRPC ports serve TLS).
-    sync_tls: Option<TlsConnector>,
+    /// How pulls reach peers.
+    link: PeerLink,
     table: CounterTable,
     published: Published,
     view: watch::Sender<Arc<ClusterView>>,
@@ -180,7 +180,7 @@ impl Gossip {
             sealer: parts.sealer,
             state: ClusterState::new(settings.peer_limits),
             max_state_bytes: settings.peer_limits.max_state_bytes(),
-            sync_tls: settings.sync_tls,
+            link: settings.link,
             table: parts.table,
             published: Published::default(),
             view: parts.view,
@@ -383,16 +383,15 @@ impl Gossip {
             return;
         }
         let key = key.clone();
-        let sealer = self.sealer.clone();
+        let link = self.link.clone();
         let max_state_bytes = self.max_state_bytes;
-        let tls = self.sync_tls.clone();
         let commands = self.commands_tx.clone();
         let shutdown = self.shutdown.clone();
         let span = info_span!("pull", peer = %target.name);
         let pull = async move {
             let result = tokio::select! {
                 () = shutdown.cancelled() => return,
-                result = sync_client::pull(&sealer, &target, max_state_bytes, tls.as_ref()) => result,
+                result = sync_client::pull(&link, &target, max_state_bytes) => result,
             };
             // The gossip task is gone only when shutting down.
             let _ = commands.send(Command::Pulled { key, result }).await;
@@ -501,6 +500,7 @@ impl Gossip {
                 MemberInfo {
                     name: id.name.clone(),
                     addr: id.gossip,
+                    sync_addr: id.sync_addr(),
                     state,
                     connections: summary.map_or(0, |node| node.connections),
                     topics: summary.map_or(0, |node| node.topics),

@@ -19,6 +19,7 @@ mod down;
 pub mod envelope;
 mod gossip;
 mod identity;
+mod link;
 mod metrics;
 mod published;
 pub mod state;
@@ -39,6 +40,7 @@ use tokio::{
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 pub use identity::{InvalidNodeName, MAX_NODE_NAME_BYTES, NodeId, NodeName};
+pub use link::PeerLink;
 pub use metrics::ClusterMetrics;
 pub use sync_client::PullError;
 pub use sync_server::SyncService;
@@ -87,6 +89,7 @@ pub struct ClusterConfig {
 pub struct Cluster {
     view: watch::Receiver<Arc<ClusterView>>,
     sync: SyncService,
+    link: PeerLink,
 }
 
 impl Cluster {
@@ -119,9 +122,10 @@ impl Cluster {
             config.peer_limits.max_state_bytes(),
             metrics.clone(),
         );
+        let link = PeerLink::new(sealer.clone(), sync_tls);
         let settings = GossipSettings {
             identity,
-            sync_tls,
+            link: link.clone(),
             peer_limits: config.peer_limits,
             interval: config.gossip_interval,
             suspect_timeout: config.suspect_timeout,
@@ -137,12 +141,17 @@ impl Cluster {
             shutdown,
         };
         gossip::spawn(settings, parts, config.seeds);
-        Ok(Self { view, sync })
+        Ok(Self { view, sync, link })
     }
 
     /// The latest cluster view, updated by the gossip task.
     pub fn view(&self) -> watch::Receiver<Arc<ClusterView>> {
         self.view.clone()
+    }
+
+    /// How to reach peers' gRPC servers, with this cluster's secret and TLS.
+    pub fn link(&self) -> PeerLink {
+        self.link.clone()
     }
 
     /// The sync service to mount on this node's gRPC server.

@@ -7,17 +7,15 @@
 
 use headcount_counter::Topic;
 use headcount_proto::cluster::{Envelope, Kind, NodeState, PullStateRequest, TopicCount, sync_client::SyncClient};
-use hyper_util::rt::TokioIo;
 use prost::Message;
-use tokio_rustls::TlsConnector;
 use tonic::Status;
 
 use crate::{
-    envelope::{DropReason, Sealer},
+    envelope::DropReason,
     identity::{NodeId, NodeName},
+    link::PeerLink,
     state::FullState,
-    sync_tls,
-    timings::{PULL_CONNECT_TIMEOUT, PULL_TIMEOUT},
+    timings::PULL_TIMEOUT,
 };
 
 /// Why a pull failed.
@@ -37,29 +35,11 @@ pub enum PullError {
     Invalid(&'static str),
 }
 
-/// Pulls `target`'s full state from its sync server (over TLS with `tls`);
-/// an answer over `max_bytes` is refused unread.
-pub(crate) async fn pull(
-    sealer: &Sealer,
-    target: &NodeId,
-    max_bytes: usize,
-    tls: Option<&TlsConnector>,
-) -> Result<FullState, PullError> {
-    let addr = target.sync_addr();
-    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
-        .connect_timeout(PULL_CONNECT_TIMEOUT)
-        .timeout(PULL_TIMEOUT);
-    let channel = match tls {
-        None => endpoint.connect().await?,
-        Some(tls) => {
-            let tls = tls.clone();
-            let connect = tower::service_fn(move |_| {
-                let tls = tls.clone();
-                async move { sync_tls::connect(&tls, addr).await.map(TokioIo::new) }
-            });
-            endpoint.connect_with_connector(connect).await?
-        }
-    };
+/// Pulls `target`'s full state from its sync server; an answer over
+/// `max_bytes` is refused unread.
+pub(crate) async fn pull(link: &PeerLink, target: &NodeId, max_bytes: usize) -> Result<FullState, PullError> {
+    let sealer = link.sealer();
+    let channel = link.channel(target.sync_addr(), PULL_TIMEOUT).await?;
     let mut client = SyncClient::new(channel).max_decoding_message_size(max_bytes);
     let request = PullStateRequest {
         target: Some(target.node_ref()),

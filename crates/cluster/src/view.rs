@@ -24,6 +24,8 @@ pub struct MemberInfo {
     pub name: String,
     /// The member's gossip address.
     pub addr: SocketAddr,
+    /// The member's gRPC address, where peers pull and push.
+    pub sync_addr: SocketAddr,
     /// SWIM state.
     pub state: MemberState,
     /// Connections counted on the member (0 once down).

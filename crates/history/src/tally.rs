@@ -1,0 +1,122 @@
+//! What this node counted since its last flush, in memory.
+//!
+//! The websocket join path writes here and nowhere else: a view adds one to
+//! its (day, topic) and the visitor key goes into that day's sketches of the
+//! topic and of its site. Entries live in [`DashMap`]s, so joins on
+//! different topics do not wait for each other; the flush swaps the whole
+//! tally out under a write lock held only for the swap.
+
+use std::{
+    mem,
+    sync::{Arc, PoisonError, RwLock},
+};
+
+use dashmap::DashMap;
+use headcount_counter::Topic;
+
+use crate::{day::Day, sketch::Visitors};
+
+/// This node's counting of one topic on one day since the last flush.
+#[derive(Debug, Clone, Default)]
+pub struct TopicTally {
+    /// Views taken.
+    pub views: u64,
+    /// Highest cluster-wide count seen.
+    pub peak: u64,
+    /// Visitors of the views taken.
+    pub visitors: Visitors,
+}
+
+/// Everything counted since the last flush.
+#[derive(Debug, Default)]
+pub struct Pending {
+    /// Per (day, topic).
+    pub topics: DashMap<(Day, Topic), TopicTally>,
+    /// Visitors per (day, site).
+    pub sites: DashMap<(Day, Arc<str>), Visitors>,
+}
+
+impl Pending {
+    /// Whether nothing was counted.
+    pub fn is_empty(&self) -> bool {
+        self.topics.is_empty() && self.sites.is_empty()
+    }
+}
+
+/// The site a topic belongs to: its first path segment (`example.com` for
+/// `example.com/blog/post-1`).
+pub fn site_of(topic: &str) -> &str {
+    topic.split('/').next().unwrap_or(topic)
+}
+
+/// The tally the join path writes to.
+#[derive(Debug, Default)]
+pub(crate) struct Tally(RwLock<Pending>);
+
+impl Tally {
+    /// Counts a view of `topic` on `day` by the visitor keyed `key`.
+    pub(crate) fn view(&self, day: Day, topic: &Topic, key: u64) {
+        let pending = self.0.read().unwrap_or_else(PoisonError::into_inner);
+        {
+            let mut entry = pending.topics.entry((day, topic.clone())).or_default();
+            entry.views = entry.views.saturating_add(1);
+            entry.visitors.insert(key);
+        }
+        pending
+            .sites
+            .entry((day, site_of(topic).into()))
+            .or_default()
+            .insert(key);
+    }
+
+    /// Records that `topic` was seen at `count` cluster-wide on `day`.
+    pub(crate) fn peak(&self, day: Day, topic: &Topic, count: u64) {
+        let pending = self.0.read().unwrap_or_else(PoisonError::into_inner);
+        let mut entry = pending.topics.entry((day, topic.clone())).or_default();
+        entry.peak = entry.peak.max(count);
+    }
+
+    /// Takes everything counted so far, leaving an empty tally.
+    pub(crate) fn take(&self) -> Pending {
+        mem::take(&mut *self.0.write().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Reads the tally without taking it.
+    pub(crate) fn read<T>(&self, read: impl FnOnce(&Pending) -> T) -> T {
+        read(&self.0.read().unwrap_or_else(PoisonError::into_inner))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn topic(name: &str) -> Topic {
+        Topic::new(name).expect("valid")
+    }
+
+    #[test]
+    fn sites_are_first_path_segments() {
+        assert_eq!(site_of("example.com/blog/post-1"), "example.com");
+        assert_eq!(site_of("example.com"), "example.com");
+        assert_eq!(site_of("/blog"), "");
+    }
+
+    #[test]
+    fn views_and_peaks_accumulate_until_taken() {
+        let tally = Tally::default();
+        let day = Day::parse("2026-11-30").expect("valid");
+        let post = topic("example.com/post");
+        tally.view(day, &post, 1);
+        tally.view(day, &post, 1);
+        tally.view(day, &topic("example.com/about"), 2);
+        tally.peak(day, &post, 5);
+        tally.peak(day, &post, 3);
+        let pending = tally.take();
+        let entry = pending.topics.get(&(day, post)).expect("counted");
+        assert_eq!((entry.views, entry.peak, entry.visitors.estimate()), (2, 5, 1));
+        let site = pending.sites.get(&(day, Arc::from("example.com"))).expect("site");
+        assert_eq!(site.estimate(), 2);
+        assert!(tally.take().is_empty(), "taking empties the tally");
+    }
+}
