@@ -5,10 +5,12 @@
 use std::{fmt, net::SocketAddr, path::PathBuf, str::FromStr, sync::LazyLock, time::Duration};
 
 use clap::{Parser, ValueEnum};
-use headcount_server::{NodeConfig, NodeName};
+use headcount_server::{HistoryConfig, NodeConfig, NodeName};
 
 /// The node defaults that flags show and fall back to.
 static DEFAULTS: LazyLock<NodeConfig> = LazyLock::new(NodeConfig::default);
+/// The history defaults, likewise.
+static HISTORY: LazyLock<HistoryConfig> = LazyLock::new(HistoryConfig::default);
 
 fn default_count(value: usize) -> u64 {
     u64::try_from(value).unwrap_or(u64::MAX)
@@ -141,6 +143,22 @@ pub struct Flags {
     )]
     pub allowed_origins: Vec<String>,
 
+    /// Where visit history is kept (an embedded store; created if missing).
+    #[arg(long, env = "HEADCOUNT_DATA_DIR", default_value_os_t = HISTORY.data_dir.clone(), value_name = "PATH")]
+    pub data_dir: PathBuf,
+
+    /// Keep no visit history (no views, visitors or peaks; /stats answers 404).
+    #[arg(long, env = "HEADCOUNT_NO_HISTORY")]
+    pub no_history: bool,
+
+    /// How often counted views are written to the store, in one batch.
+    #[arg(long, env = "HEADCOUNT_FLUSH_INTERVAL", default_value_t = Interval(HISTORY.flush_interval), value_name = "DURATION")]
+    pub flush_interval: Interval,
+
+    /// Days of history kept, e.g. `400d`.
+    #[arg(long, env = "HEADCOUNT_RETENTION", default_value_t = Days(HISTORY.retention_days), value_name = "DAYS")]
+    pub retention: Days,
+
     /// Log format.
     #[arg(long, env = "HEADCOUNT_LOG_FORMAT", default_value = "text", value_name = "FORMAT")]
     pub log_format: LogFormat,
@@ -177,6 +195,28 @@ impl fmt::Display for Interval {
     }
 }
 
+/// A whole number of days, at least one: `400d` (or `400`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Days(pub u32);
+
+impl FromStr for Days {
+    type Err = String;
+
+    fn from_str(value: &str) -> Result<Self, String> {
+        let number = value.strip_suffix('d').unwrap_or(value);
+        match number.parse::<u32>() {
+            Ok(days) if days >= 1 => Ok(Self(days)),
+            _ => Err("must be a whole number of days from 1, e.g. 400d".into()),
+        }
+    }
+}
+
+impl fmt::Display for Days {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}d", self.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -199,6 +239,10 @@ mod tests {
         );
         assert_eq!(flags.log_format, LogFormat::Text);
         assert!(flags.seeds.is_empty() && flags.allowed_origins.is_empty());
+        assert_eq!(flags.data_dir, PathBuf::from("headcount-data"));
+        assert_eq!(flags.flush_interval, Interval(Duration::from_secs(10)));
+        assert_eq!(flags.retention, Days(400));
+        assert!(!flags.no_history);
     }
 
     #[test]
@@ -227,6 +271,10 @@ mod tests {
             (&["--max-connections", "-1"][..], "--max-connections"),
             (&["--log-format", "xml"][..], "--log-format"),
             (&["--node-name", ""][..], "--node-name"),
+            (&["--flush-interval", "0s"][..], "--flush-interval"),
+            (&["--retention", "0d"][..], "--retention"),
+            (&["--retention", "1.5d"][..], "--retention"),
+            (&["--retention", "2w"][..], "--retention"),
         ] {
             let error = parse(args).expect_err("refused").to_string();
             assert!(

@@ -7,7 +7,9 @@ use std::{io::IsTerminal, net::SocketAddr, process::ExitCode, time::Duration};
 
 use anyhow::{Context, anyhow};
 use clap::{CommandFactory, FromArgMatches, parser::ValueSource};
-use headcount_server::{AdminToken, ClusterSecret, Listeners, Node, NodeConfig, TlsFiles, TrustedProxies};
+use headcount_server::{
+    AdminToken, ClusterSecret, HistoryConfig, Listeners, Node, NodeConfig, TlsFiles, TrustedProxies,
+};
 use tokio::net::{TcpListener, TcpSocket, UdpSocket};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -148,6 +150,11 @@ async fn node_config(flags: &Flags) -> anyhow::Result<NodeConfig> {
     if !flags.allowed_origins.is_empty() {
         config.allowed_origins = Some(flags.allowed_origins.clone());
     }
+    config.history = (!flags.no_history).then(|| HistoryConfig {
+        data_dir: flags.data_dir.clone(),
+        flush_interval: flags.flush_interval.0,
+        retention_days: flags.retention.0,
+    });
     Ok(config)
 }
 

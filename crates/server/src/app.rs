@@ -1,12 +1,12 @@
 //! The HTTP application: the router that maps paths to the edges: the API
-//! (`http`), websockets (`ws`), live streams (`live`) and browser files
+//! (`http`), history (`stats`), websockets (`ws`), live streams (`live`) and browser files
 //! (`assets`). It is the only module that knows them all.
 
 use std::sync::Arc;
 
 use axum::{Router, routing::get};
 
-use crate::{assets, error::ApiError, http, live, state::AppState, ws};
+use crate::{assets, error::ApiError, http, live, state::AppState, stats, ws};
 
 /// The node's HTTP router.
 pub(crate) fn app(state: Arc<AppState>) -> Router {
@@ -21,6 +21,9 @@ pub(crate) fn app(state: Arc<AppState>) -> Router {
         .route("/count/", get(http::count))
         .route("/count/{*topic}", get(http::count))
         .route("/counts", get(http::counts))
+        .route("/stats", get(stats::list))
+        .route("/stats/", get(stats::topic))
+        .route("/stats/{*topic}", get(stats::topic))
         .route("/cluster", get(http::cluster))
         .route("/metrics", get(http::metrics))
         .route("/healthz", get(http::healthz))

@@ -11,7 +11,12 @@ use axum::{
 };
 use serde_json::json;
 
+use headcount_history::StatsError;
+
 use crate::{access::Unauthorized, admission::Refusal, params::ParamError};
+
+/// What a node started with `--no-history` answers to history requests.
+pub(crate) const NO_HISTORY: &str = "this node keeps no history (--no-history)";
 
 /// Seconds a client is told to wait when the node is full.
 const RETRY_AFTER_SECONDS: &str = "5";
@@ -43,6 +48,11 @@ impl ApiError {
         Self::new(StatusCode::NOT_FOUND, "not found")
     }
 
+    /// 404 for a node that keeps no history (`--no-history`).
+    pub fn no_history() -> Self {
+        Self::new(StatusCode::NOT_FOUND, NO_HISTORY)
+    }
+
     /// 426: a websocket endpoint called without a valid upgrade.
     pub fn upgrade_required(message: impl Into<String>) -> Self {
         Self::new(StatusCode::UPGRADE_REQUIRED, message)
@@ -71,6 +81,25 @@ impl From<Unauthorized> for ApiError {
 impl From<ParamError> for ApiError {
     fn from(error: ParamError) -> Self {
         Self::bad_request(error.to_string())
+    }
+}
+
+impl From<StatsError> for ApiError {
+    fn from(error: StatsError) -> Self {
+        match error {
+            StatsError::Range(message) => Self::bad_request(message),
+            StatsError::Store(_) => Self::internal("history store failed; see the node's log"),
+            StatsError::Stopped => Self::unavailable(error.to_string()),
+        }
+    }
+}
+
+/// The gRPC status of a history request that failed.
+pub(crate) fn stats_status(error: StatsError) -> tonic::Status {
+    match error {
+        StatsError::Range(message) => tonic::Status::invalid_argument(message),
+        StatsError::Store(_) => tonic::Status::internal("history store failed; see the node's log"),
+        StatsError::Stopped => tonic::Status::unavailable(error.to_string()),
     }
 }
 

@@ -1,13 +1,15 @@
-//! The public gRPC API (`headcount.v1`): Counter and Cluster, answered from
-//! the same query layer as HTTP, with the same topic, limit and access rules
+//! The public gRPC API (`headcount.v1`): Counter, Cluster and Stats,
+//! answered from the same query layer and history as HTTP, with the same topic, limit and access rules
 //! (`authorization: Bearer TOKEN` metadata where HTTP wants the header).
 
 use std::{pin::Pin, sync::Arc};
 
 use futures_util::{Stream, StreamExt, stream};
+use headcount_history::History;
 use headcount_proto::v1::{
-    self, GetCountRequest, ListMembersRequest, ListMembersResponse, ListTopicsRequest, ListTopicsResponse, MemberState,
-    TopicTotal, WatchCountRequest, cluster_server, counter_server,
+    self, GetCountRequest, GetStatsRequest, ListMembersRequest, ListMembersResponse, ListStatsRequest,
+    ListStatsResponse, ListTopicsRequest, ListTopicsResponse, MemberState, TopicTotal, WatchCountRequest,
+    cluster_server, counter_server, stats_server,
 };
 use tokio_stream::wrappers::WatchStream;
 use tokio_util::sync::CancellationToken;
@@ -16,8 +18,9 @@ use tonic::{Request, Response, Status, metadata::MetadataMap};
 use crate::{
     access::{Access, Unauthorized},
     admission::{Admission, Admitted, Refusal},
+    error::{NO_HISTORY, stats_status},
     metrics::NodeMetrics,
-    params::{ListRequest, topic},
+    params::{ListRequest, day, topic},
     push::Hub,
     query::{Query, TopicCount},
 };
@@ -201,6 +204,93 @@ impl cluster_server::Cluster for ClusterApi {
         Ok(Response::new(ListMembersResponse {
             self_: members.self_name,
             members: list,
+        }))
+    }
+}
+
+/// `headcount.v1.Stats`.
+#[derive(Clone)]
+pub struct StatsApi {
+    history: Option<History>,
+    access: Arc<Access>,
+}
+
+impl StatsApi {
+    /// Serves `history` (none: `--no-history`) under the listing rule of
+    /// `access`.
+    pub fn new(history: Option<History>, access: Arc<Access>) -> Self {
+        Self { history, access }
+    }
+
+    fn history(&self) -> Result<&History, Status> {
+        self.history
+            .as_ref()
+            .ok_or_else(|| Status::failed_precondition(NO_HISTORY))
+    }
+}
+
+#[tonic::async_trait]
+impl stats_server::Stats for StatsApi {
+    async fn get_stats(&self, request: Request<GetStatsRequest>) -> Result<Response<v1::TopicStats>, Status> {
+        let authorization = bearer(request.metadata()).map(str::to_owned);
+        let request = request.into_inner();
+        let topic = topic(&request.topic)?;
+        let (from, to) = (day(Some(&request.from), "from")?, day(Some(&request.to), "to")?);
+        self.access
+            .listing(authorization.as_deref(), &topic)
+            .map_err(unauthenticated)?;
+        let stats = self
+            .history()?
+            .topic_stats(topic, from, to)
+            .await
+            .map_err(stats_status)?;
+        Ok(Response::new(v1::TopicStats {
+            topic: stats.topic,
+            from: stats.from,
+            to: stats.to,
+            views: stats.views,
+            visitors: stats.visitors,
+            peak: stats.peak,
+            days: stats
+                .days
+                .into_iter()
+                .map(|day| v1::DayStats {
+                    date: day.date,
+                    views: day.views,
+                    visitors: day.visitors,
+                    peak: day.peak,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn list_stats(&self, request: Request<ListStatsRequest>) -> Result<Response<ListStatsResponse>, Status> {
+        let authorization = bearer(request.metadata()).map(str::to_owned);
+        let request = request.into_inner();
+        let date = day(Some(&request.date), "date")?;
+        let list = ListRequest::from_grpc(request.prefix, request.limit)?;
+        self.access
+            .listing(authorization.as_deref(), &list.prefix)
+            .map_err(unauthenticated)?;
+        let stats = self
+            .history()?
+            .list_stats(date, list.prefix, list.limit)
+            .await
+            .map_err(stats_status)?;
+        Ok(Response::new(ListStatsResponse {
+            date: stats.date,
+            views: stats.views,
+            visitors: stats.visitors,
+            topics: stats
+                .topics
+                .into_iter()
+                .map(|topic| v1::TopicDayStats {
+                    topic: topic.topic,
+                    views: topic.views,
+                    visitors: topic.visitors,
+                    peak: topic.peak,
+                })
+                .collect(),
         }))
     }
 }

@@ -14,7 +14,8 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 use futures_util::Stream;
 use headcount_cluster::{Cluster, ClusterConfig, ClusterSecret, NodeName, PeerLimits};
 use headcount_counter::CounterTable;
-use headcount_proto::v1::{cluster_server::ClusterServer, counter_server::CounterServer};
+use headcount_history::{History, HistoryConfig, HistorySync, StoreError};
+use headcount_proto::v1::{cluster_server::ClusterServer, counter_server::CounterServer, stats_server::StatsServer};
 use prometheus_client::registry::Registry;
 use tokio::{
     net::{TcpListener, UdpSocket},
@@ -31,8 +32,9 @@ use crate::{
     app::app,
     chart,
     client_ip::TrustedProxies,
-    grpc::{ClusterApi, CounterApi, admin_only},
+    grpc::{ClusterApi, CounterApi, StatsApi, admin_only},
     metrics::NodeMetrics,
+    peaks,
     push::Hub,
     query::Query,
     serve::{AcceptGate, Accepting, Conn, HttpTimings, grpc_incoming, serve_http},
@@ -84,6 +86,8 @@ pub struct NodeConfig {
     /// The first incarnation; none (normal): the wall clock in milliseconds.
     /// Tests set it to replay a clock that was wrong.
     pub first_incarnation: Option<u64>,
+    /// Where and how visit history is kept; none: no history.
+    pub history: Option<HistoryConfig>,
 }
 
 impl NodeConfig {
@@ -119,6 +123,7 @@ impl Default for NodeConfig {
             trusted_proxies: TrustedProxies::default(),
             tls: None,
             first_incarnation: None,
+            history: Some(HistoryConfig::default()),
         }
     }
 }
@@ -145,6 +150,9 @@ pub enum StartError {
     /// TLS for pulls between nodes could not be set up.
     #[error("tls for pulls between nodes: {0}")]
     SyncTls(#[from] rustls::Error),
+    /// The history store could not be opened.
+    #[error("--data-dir: {0}")]
+    History(#[from] StoreError),
     /// The gossip address other nodes would use is not routable.
     #[error("advertise address {0} is not routable: set --advertise")]
     Unroutable(SocketAddr),
@@ -206,6 +214,16 @@ impl Node {
             )
         })?;
         let query = Query::new(table.clone(), cluster.view());
+        let history = config
+            .history
+            .clone()
+            .map(|history| History::open(history, &mut registry))
+            .transpose()?;
+        if let Some(history) = &history {
+            span.in_scope(|| history.start(cluster.link(), cluster.view(), &tracker, shutdown.clone()));
+            let peaks = peaks::run(query.clone(), history.clone(), shutdown.clone());
+            tracker.spawn(peaks.instrument(span.clone()));
+        }
         let metrics = NodeMetrics::register(&mut registry);
         let hub = Arc::new(Hub::default());
         let (chart_tx, chart) = watch::channel(Arc::default());
@@ -240,6 +258,7 @@ impl Node {
             access: Arc::clone(&access),
             query: query.clone(),
             table,
+            history: history.clone(),
             hub: Arc::clone(&hub),
             admission: Arc::clone(&admission),
             metrics: metrics.clone(),
@@ -270,6 +289,8 @@ impl Node {
             admission,
             metrics: metrics.clone(),
             sync: cluster.sync_service(),
+            history: history.clone(),
+            history_sync: history.map(|history| HistorySync::new(history, cluster.link())),
         };
         let incoming = span.in_scope(|| grpc_incoming(listeners.grpc, accepting(grpc_tls), &tracker));
         tracker.spawn(serve_grpc(incoming, grpc, shutdown).instrument(span.clone()));
@@ -290,7 +311,7 @@ impl Node {
 }
 
 /// Services reported by gRPC health: the whole server ("") and the public API.
-const HEALTH_SERVICES: [&str; 3] = ["", "headcount.v1.Counter", "headcount.v1.Cluster"];
+const HEALTH_SERVICES: [&str; 4] = ["", "headcount.v1.Counter", "headcount.v1.Cluster", "headcount.v1.Stats"];
 
 struct GrpcParts {
     query: Query,
@@ -299,6 +320,8 @@ struct GrpcParts {
     admission: Arc<Admission>,
     metrics: NodeMetrics,
     sync: headcount_cluster::SyncService,
+    history: Option<History>,
+    history_sync: Option<HistorySync>,
 }
 
 /// Streams one connection may open at once.
@@ -351,8 +374,13 @@ async fn serve_grpc(
             admin_only(Arc::clone(&parts.access)),
         ))
         .add_service(CounterServer::new(counter))
-        .add_service(ClusterServer::new(ClusterApi::new(parts.query, parts.access)))
+        .add_service(ClusterServer::new(ClusterApi::new(
+            parts.query,
+            Arc::clone(&parts.access),
+        )))
+        .add_service(StatsServer::new(StatsApi::new(parts.history, parts.access)))
         .add_service(parts.sync.into_server())
+        .add_optional_service(parts.history_sync.map(HistorySync::into_server))
         .serve_with_incoming_shutdown(incoming, async move {
             stop.cancelled().await;
             // Watchers see NOT_SERVING, then their streams end, so open

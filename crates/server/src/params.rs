@@ -1,10 +1,11 @@
 //! Request parameters shared by every edge: the topic named by a URL path,
-//! a listing's prefix and limit, a watch flag. Each rule is written here once;
+//! a listing's prefix and limit, a day of history, a watch flag. Each rule is written here once;
 //! [`ParamError`] becomes HTTP 400 at the HTTP edge and `INVALID_ARGUMENT`
 //! at the gRPC edge.
 
 use axum::{extract::rejection::QueryRejection, http::Uri};
 use headcount_counter::{MAX_TOPIC_BYTES, Topic, TopicError};
+use headcount_history::Day;
 use serde::Deserialize;
 
 /// Default number of topics a listing returns.
@@ -107,6 +108,53 @@ impl ListParams {
     ) -> Result<ListRequest, ParamError> {
         let axum::extract::Query(params) = params.map_err(|rejection| ParamError(rejection.body_text()))?;
         ListRequest::from_http(params.prefix, params.limit.as_deref(), min)
+    }
+}
+
+/// `?from=…&to=…` of `/stats/{topic}`.
+#[derive(Deserialize)]
+pub(crate) struct RangeParams {
+    from: Option<String>,
+    to: Option<String>,
+}
+
+/// `?prefix=…&date=…&limit=…` of `/stats`.
+#[derive(Deserialize)]
+pub(crate) struct DayListParams {
+    prefix: Option<String>,
+    date: Option<String>,
+    limit: Option<String>,
+}
+
+/// A range of days asked for; none: the default end.
+pub type DayRange = (Option<Day>, Option<Day>);
+
+impl RangeParams {
+    /// Checks the dates; an unparsable query string breaks the rules too.
+    pub(crate) fn parse(params: Result<axum::extract::Query<Self>, QueryRejection>) -> Result<DayRange, ParamError> {
+        let axum::extract::Query(params) = params.map_err(|rejection| ParamError(rejection.body_text()))?;
+        Ok((day(params.from.as_deref(), "from")?, day(params.to.as_deref(), "to")?))
+    }
+}
+
+impl DayListParams {
+    /// Checks the day, prefix and limit.
+    pub(crate) fn parse(
+        params: Result<axum::extract::Query<Self>, QueryRejection>,
+    ) -> Result<(Option<Day>, ListRequest), ParamError> {
+        let axum::extract::Query(params) = params.map_err(|rejection| ParamError(rejection.body_text()))?;
+        let list = ListRequest::from_http(params.prefix, params.limit.as_deref(), MinLimit::One)?;
+        Ok((day(params.date.as_deref(), "date")?, list))
+    }
+}
+
+/// A `YYYY-MM-DD` parameter named `name`; absent or empty: none.
+pub fn day(text: Option<&str>, name: &str) -> Result<Option<Day>, ParamError> {
+    match text {
+        None | Some("") => Ok(None),
+        Some(text) => Day::parse(text)
+            .map(Some)
+            .map_err(|invalid| ParamError(format!("{name}: {invalid}"))),
     }
 }
 

@@ -149,18 +149,7 @@ impl Query {
 
     /// Topics starting with `prefix`, biggest first, at most `limit`.
     pub fn list(&self, prefix: &str, limit: usize) -> TopicList {
-        let view = self.view();
-        let mut counts: std::collections::HashMap<Topic, u64> = view
-            .remote_counts()
-            .filter(|(topic, _)| topic.starts_with(prefix))
-            .map(|(t, c)| (t.clone(), c))
-            .collect();
-        for (topic, local) in self.table.snapshot() {
-            if topic.starts_with(prefix) {
-                let count = counts.entry(topic).or_default();
-                *count = count.saturating_add(local);
-            }
-        }
+        let counts = self.counts(prefix);
         let total = counts.values().fold(0u64, |sum, count| sum.saturating_add(*count));
         let mut topics: Vec<(Topic, u64)> = counts.into_iter().collect();
         let limit = limit.min(topics.len());
@@ -178,6 +167,23 @@ impl Query {
             })
             .collect();
         TopicList { total, topics }
+    }
+
+    /// The cluster-wide count of every topic under `prefix` with one.
+    pub fn counts(&self, prefix: &str) -> std::collections::HashMap<Topic, u64> {
+        let view = self.view();
+        let mut counts: std::collections::HashMap<Topic, u64> = view
+            .remote_counts()
+            .filter(|(topic, _)| topic.starts_with(prefix))
+            .map(|(t, c)| (t.clone(), c))
+            .collect();
+        for (topic, local) in self.table.snapshot() {
+            if topic.starts_with(prefix) {
+                let count = counts.entry(topic).or_default();
+                *count = count.saturating_add(local);
+            }
+        }
+        counts
     }
 
     /// Every member, this node first.

@@ -4,6 +4,7 @@
 use std::{sync::Arc, time::Duration};
 
 use headcount_counter::CounterTable;
+use headcount_history::History;
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
@@ -26,6 +27,8 @@ pub(crate) struct AppState {
     pub(crate) query: Query,
     /// The local counting table, where counted sessions join.
     pub(crate) table: CounterTable,
+    /// Visit history, where counted joins are recorded; none: `--no-history`.
+    pub(crate) history: Option<History>,
     /// Per-topic change channels for watchers.
     pub(crate) hub: Arc<Hub>,
     /// Who may read what (`--admin-token`).

@@ -1,5 +1,7 @@
 //! `GET /ws/{topic}`: a websocket that counts once toward its topic while it
 //! is open (unless `?watch=1`) and receives the topic's cluster-wide count.
+//! A counted join is also a view in the visit history (an in-memory tally;
+//! the disk is written later, off this path).
 //!
 //! Every refusal happens before the upgrade, as HTTP, in the order of the
 //! contract: invalid topic 400, origin 403, per-IP cap 429, node full 503.
@@ -19,7 +21,10 @@ use axum::{
         ConnectInfo, State,
         ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, rejection::WebSocketUpgradeRejection},
     },
-    http::{HeaderMap, Uri, header::ORIGIN},
+    http::{
+        HeaderMap, Uri,
+        header::{ORIGIN, USER_AGENT},
+    },
     response::{IntoResponse, Response},
 };
 use headcount_counter::{Presence, Topic};
@@ -70,17 +75,20 @@ pub(crate) async fn handler(
     let refused = |refusal: Refusal| app.refuse(refusal);
     app.admission.check_origin(origin).map_err(refused)?;
     let upgrade = upgrade.map_err(|rejection| ApiError::upgrade_required(rejection.body_text()))?;
-    let admitted = app
-        .admission
-        .admit(app.admission.client_ip(peer, &headers))
-        .map_err(refused)?;
+    let client = app.admission.client_ip(peer, &headers);
+    let admitted = app.admission.admit(client).map_err(refused)?;
     let presence = if watch_only {
         None
     } else {
-        Some(app.table.join(&topic).map_err(|error| {
+        let presence = app.table.join(&topic).map_err(|error| {
             app.metrics.refused.get_or_create(&[("reason", "max_topics")]).inc();
             ApiError::unavailable(error.to_string())
-        })?)
+        })?;
+        if let Some(history) = &app.history {
+            let user_agent = headers.get(USER_AGENT).and_then(|value| value.to_str().ok());
+            history.record_view(&topic, client, user_agent.unwrap_or_default());
+        }
+        Some(presence)
     };
     let kind = if watch_only { "watch" } else { "counted" };
     app.metrics.sessions_opened.get_or_create(&[("kind", kind)]).inc();
