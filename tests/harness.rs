@@ -20,7 +20,8 @@ use std::{
 };
 
 use futures_util::{SinkExt, StreamExt};
-use headcount_server::{Listeners, Node, NodeConfig, NodeName};
+use headcount_server::{HistoryConfig, Listeners, Node, NodeConfig, NodeName};
+use tempfile::TempDir;
 use tokio::{
     net::{TcpListener, TcpStream, UdpSocket},
     sync::oneshot,
@@ -35,14 +36,29 @@ pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 /// Gossip interval used by cluster tests (X).
 pub const TEST_GOSSIP_INTERVAL: Duration = Duration::from_millis(100);
 
-/// A node configuration with short timings for tests.
+/// How often test nodes flush their visit history.
+pub const TEST_FLUSH_INTERVAL: Duration = Duration::from_millis(200);
+
+/// A node configuration with short timings for tests. Its history lives in
+/// a temporary directory that the [`TestNode`] makes and removes; a test
+/// that restarts a node on the same disk sets [`history_in`] instead.
 pub fn test_config(name: &str) -> NodeConfig {
     let mut config = NodeConfig::new(NodeName::new(name).expect("valid node name"));
     config.gossip_interval = TEST_GOSSIP_INTERVAL;
     config.push_interval = Duration::from_millis(100);
     config.suspect_timeout = Duration::from_millis(1500);
     config.shards = 2;
+    config.history = None;
     config
+}
+
+/// History kept in `dir`, flushed every [`TEST_FLUSH_INTERVAL`].
+pub fn history_in(dir: &Path) -> Option<HistoryConfig> {
+    Some(HistoryConfig {
+        data_dir: dir.to_path_buf(),
+        flush_interval: TEST_FLUSH_INTERVAL,
+        ..HistoryConfig::default()
+    })
 }
 
 /// A running node.
@@ -58,6 +74,7 @@ pub struct TestNode {
     shutdown: CancellationToken,
     kill: CancellationToken,
     thread: Option<std::thread::JoinHandle<()>>,
+    _data_dir: Option<TempDir>,
 }
 
 impl TestNode {
@@ -66,9 +83,26 @@ impl TestNode {
         Self::start_on(config, "127.0.0.1:0".parse().expect("addr")).await
     }
 
+    /// Starts a node that keeps no history (`--no-history`).
+    pub async fn start_without_history(mut config: NodeConfig) -> Self {
+        config.history = None;
+        Self::launch(config, "127.0.0.1:0".parse().expect("addr"), None).await
+    }
+
     /// Starts a node whose gossip socket binds `gossip` (to restart a node
     /// on the same address).
-    pub async fn start_on(config: NodeConfig, gossip: SocketAddr) -> Self {
+    pub async fn start_on(mut config: NodeConfig, gossip: SocketAddr) -> Self {
+        let data_dir = config
+            .history
+            .is_none()
+            .then(|| TempDir::new().expect("temporary data dir"));
+        if let Some(dir) = &data_dir {
+            config.history = history_in(dir.path());
+        }
+        Self::launch(config, gossip, data_dir).await
+    }
+
+    async fn launch(config: NodeConfig, gossip: SocketAddr, data_dir: Option<TempDir>) -> Self {
         let name = config.node_name.to_string();
         let shutdown = CancellationToken::new();
         let kill = CancellationToken::new();
@@ -107,6 +141,7 @@ impl TestNode {
             shutdown,
             kill,
             thread: Some(thread),
+            _data_dir: data_dir,
         }
     }
 

@@ -100,12 +100,13 @@ impl History {
     /// on the disk: call it at start-up.
     pub fn open(config: HistoryConfig, registry: &mut Registry) -> Result<Self, StoreError> {
         let store = Store::open(&config.data_dir)?;
+        let metrics = HistoryMetrics::register(registry);
         Ok(Self(Arc::new(Shared {
             config,
             store,
-            tally: Tally::default(),
+            tally: Tally::new(metrics.pending_views.clone()),
             salts: Salts::default(),
-            metrics: HistoryMetrics::register(registry),
+            metrics,
         })))
     }
 
@@ -204,7 +205,9 @@ impl History {
         let flushed = self
             .blocking(move || {
                 let pending = history.0.tally.take();
-                Ok(history.0.store.flush(pending, keep_from)?)
+                let flushed = history.0.store.flush(&pending, keep_from);
+                history.0.tally.written(&pending);
+                Ok(flushed?)
             })
             .await?;
         if let Some(mut flushed) = flushed {
@@ -291,5 +294,46 @@ impl History {
             self.0.metrics.store_errors.inc();
         }
         answer
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use super::*;
+
+    fn open(dir: &std::path::Path) -> History {
+        let config = HistoryConfig {
+            data_dir: dir.to_path_buf(),
+            ..HistoryConfig::default()
+        };
+        History::open(config, &mut Registry::default()).expect("open")
+    }
+
+    #[tokio::test]
+    async fn ten_thousand_clients_are_ten_thousand_visitors_and_one_is_one() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let history = open(dir.path());
+        let page = Topic::new("example.com/page").expect("valid");
+        let other = Topic::new("example.org/").expect("valid");
+        for i in 0..10_000u32 {
+            let client = IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i / 4));
+            history.record_view(&page, client, &format!("Agent/{}", i % 4));
+        }
+        for _ in 0..50 {
+            history.record_view(&other, IpAddr::V4(Ipv4Addr::LOCALHOST), "Firefox");
+        }
+        let flushed = history.flush().await.expect("flush");
+        assert!(flushed.is_some());
+        let stats = history.topic_stats(page, None, None).await.expect("stats");
+        assert_eq!(stats.views, 10_000);
+        assert!(
+            (9_800..=10_200).contains(&stats.visitors),
+            "{} visitors",
+            stats.visitors
+        );
+        let site = history.list_stats(None, "example.org/".into(), 10).await.expect("list");
+        assert_eq!((site.views, site.visitors), (50, 1));
     }
 }

@@ -1,7 +1,7 @@
 //! What history reports in `/metrics`.
 
 use prometheus_client::{
-    metrics::{counter::Counter, family::Family},
+    metrics::{counter::Counter, family::Family, gauge::Gauge},
     registry::Registry,
 };
 
@@ -11,6 +11,7 @@ type Labels = [(&'static str, &'static str); 1];
 #[derive(Clone, Default)]
 pub(crate) struct HistoryMetrics {
     pub(crate) views: Counter,
+    pub(crate) pending_views: Gauge,
     pub(crate) flushes: Counter,
     pub(crate) flushed_rows: Counter,
     pub(crate) store_errors: Counter,
@@ -26,6 +27,11 @@ impl HistoryMetrics {
             "headcount_history_views",
             "Views counted by this node",
             metrics.views.clone(),
+        );
+        registry.register(
+            "headcount_history_pending_views",
+            "Views counted but not written yet (0 after each flush)",
+            metrics.pending_views.clone(),
         );
         registry.register("headcount_history_flushes", "Flushes written", metrics.flushes.clone());
         registry.register(

@@ -135,7 +135,7 @@ impl Store {
     /// Writes this node's tally as its next flush, in one transaction, and
     /// returns what to push to peers (none if the tally was empty). Days
     /// before `keep_from` are past retention and skipped.
-    pub fn flush(&self, pending: Pending, keep_from: Day) -> Result<Option<Flushed>, StoreError> {
+    pub fn flush(&self, pending: &Pending, keep_from: Day) -> Result<Option<Flushed>, StoreError> {
         if pending.is_empty() {
             return Ok(None);
         }
@@ -149,7 +149,8 @@ impl Store {
         };
         let mut batch = Batch::default();
         let mut writer = Writer::open(&txn)?;
-        for ((day, topic), tally) in pending.topics {
+        for entry in pending.topics.iter() {
+            let ((day, topic), tally) = (entry.key().clone(), entry.value());
             if day < keep_from {
                 continue;
             }
@@ -173,14 +174,15 @@ impl Store {
                     day,
                     scope: Scope::Topic,
                     name: topic.to_string(),
-                    visitors: tally.visitors,
+                    visitors: tally.visitors.clone(),
                 };
                 writer.merge_sketch(&part)?;
                 batch.sketches.push(part);
             }
             batch.rows.push(row);
         }
-        for ((day, site), visitors) in pending.sites {
+        for entry in pending.sites.iter() {
+            let ((day, site), visitors) = (entry.key().clone(), entry.value().clone());
             if day < keep_from {
                 continue;
             }
@@ -554,14 +556,17 @@ mod tests {
         let origin = {
             let store = Store::open(dir.path()).expect("open");
             let first = store
-                .flush(pending("2026-11-30", "s/a", 3, 0), day(LONG_AGO))
+                .flush(&pending("2026-11-30", "s/a", 3, 0), day(LONG_AGO))
                 .expect("flush");
             assert_eq!(first.map(|flushed| flushed.version), Some(1));
             store
-                .flush(pending("2026-11-30", "s/a", 2, 10), day(LONG_AGO))
+                .flush(&pending("2026-11-30", "s/a", 2, 10), day(LONG_AGO))
                 .expect("flush");
             assert!(
-                store.flush(Pending::default(), day(LONG_AGO)).expect("flush").is_none(),
+                store
+                    .flush(&Pending::default(), day(LONG_AGO))
+                    .expect("flush")
+                    .is_none(),
                 "nothing to write"
             );
             store.origin()
@@ -570,7 +575,7 @@ mod tests {
         assert_eq!(store.origin(), origin);
         assert_eq!(views(&store, "2026-11-30", "s/a"), (5, 5));
         let next = store
-            .flush(pending("2026-11-30", "s/a", 1, 20), day(LONG_AGO))
+            .flush(&pending("2026-11-30", "s/a", 1, 20), day(LONG_AGO))
             .expect("flush");
         assert_eq!(next.map(|flushed| flushed.version), Some(3), "versions continue");
     }
@@ -585,9 +590,9 @@ mod tests {
             Store::open(dir_a.path()).expect("open"),
             Store::open(dir_b.path()).expect("open"),
         );
-        a.flush(pending("2026-11-29", "s/old", 4, 0), day(LONG_AGO))
+        a.flush(&pending("2026-11-29", "s/old", 4, 0), day(LONG_AGO))
             .expect("flush");
-        a.flush(pending("2026-11-30", "s/new", 2, 100), day(LONG_AGO))
+        a.flush(&pending("2026-11-30", "s/new", 2, 100), day(LONG_AGO))
             .expect("flush");
         let all = a.changes_since(&b.haves().expect("haves"), 100).expect("changes");
         assert_eq!(all.rows.len(), 2);
@@ -600,7 +605,7 @@ mod tests {
             "a quiet pull is empty"
         );
 
-        a.flush(pending("2026-11-30", "s/new", 1, 200), day(LONG_AGO))
+        a.flush(&pending("2026-11-30", "s/new", 1, 200), day(LONG_AGO))
             .expect("flush");
         let delta = a.changes_since(&b.haves().expect("haves"), 100).expect("changes");
         let changed: Vec<(&str, u64)> = delta.rows.iter().map(|row| (row.topic.as_str(), row.views)).collect();
@@ -615,7 +620,7 @@ mod tests {
         let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().expect("tempdir")).collect();
         let stores: Vec<Store> = dirs.iter().map(|dir| Store::open(dir.path()).expect("open")).collect();
         stores[0]
-            .flush(pending("2026-11-30", "s/a", 7, 0), day(LONG_AGO))
+            .flush(&pending("2026-11-30", "s/a", 7, 0), day(LONG_AGO))
             .expect("flush");
         let to_b = stores[0].changes_since(&HashMap::new(), 100).expect("changes");
         stores[1].apply(&to_b, None, day(LONG_AGO)).expect("apply");
@@ -642,10 +647,10 @@ mod tests {
             Store::open(dir_b.path()).expect("open"),
         );
         let lost = a
-            .flush(pending("2026-11-30", "s/a", 1, 0), day(LONG_AGO))
+            .flush(&pending("2026-11-30", "s/a", 1, 0), day(LONG_AGO))
             .expect("flush");
         let second = a
-            .flush(pending("2026-11-30", "s/b", 1, 1), day(LONG_AGO))
+            .flush(&pending("2026-11-30", "s/b", 1, 1), day(LONG_AGO))
             .expect("flush")
             .expect("something flushed");
         b.apply(&second.batch, Some((a.origin(), second.version)), day(LONG_AGO))
@@ -676,7 +681,7 @@ mod tests {
                     TopicTally::default(),
                 );
             }
-            a.flush(many, day(LONG_AGO)).expect("flush");
+            a.flush(&many, day(LONG_AGO)).expect("flush");
         }
         let mut rounds = 0;
         loop {
@@ -697,10 +702,10 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(dir.path()).expect("open");
         store
-            .flush(pending("2026-01-01", "s/a", 2, 0), day(LONG_AGO))
+            .flush(&pending("2026-01-01", "s/a", 2, 0), day(LONG_AGO))
             .expect("flush");
         store
-            .flush(pending("2026-11-30", "s/a", 3, 0), day(LONG_AGO))
+            .flush(&pending("2026-11-30", "s/a", 3, 0), day(LONG_AGO))
             .expect("flush");
         assert_eq!(store.prune(day("2026-06-01")).expect("prune"), 1);
         assert_eq!(views(&store, "2026-01-01", "s/a"), (0, 0));
@@ -713,7 +718,7 @@ mod tests {
             "sketches of pruned days are gone"
         );
         let late = store
-            .flush(pending("2026-01-02", "s/a", 1, 0), day("2026-06-01"))
+            .flush(&pending("2026-01-02", "s/a", 1, 0), day("2026-06-01"))
             .expect("flush");
         assert!(
             late.is_some_and(|flushed| flushed.batch.rows.is_empty()),

@@ -13,6 +13,7 @@ use std::{
 
 use dashmap::DashMap;
 use headcount_counter::Topic;
+use prometheus_client::metrics::gauge::Gauge;
 
 use crate::{day::Day, sketch::Visitors};
 
@@ -49,14 +50,27 @@ pub fn site_of(topic: &str) -> &str {
     topic.split('/').next().unwrap_or(topic)
 }
 
-/// The tally the join path writes to.
+/// The tally the join path writes to, and how many views are not on disk
+/// yet (a gauge in `/metrics`, lowered once a flush wrote them).
 #[derive(Debug, Default)]
-pub(crate) struct Tally(RwLock<Pending>);
+pub(crate) struct Tally {
+    pending: RwLock<Pending>,
+    views: Gauge,
+}
 
 impl Tally {
+    /// A tally that reports its views on `views`.
+    pub(crate) fn new(views: Gauge) -> Self {
+        Self {
+            pending: RwLock::default(),
+            views,
+        }
+    }
+
     /// Counts a view of `topic` on `day` by the visitor keyed `key`.
     pub(crate) fn view(&self, day: Day, topic: &Topic, key: u64) {
-        let pending = self.0.read().unwrap_or_else(PoisonError::into_inner);
+        let pending = self.pending.read().unwrap_or_else(PoisonError::into_inner);
+        self.views.inc();
         {
             let mut entry = pending.topics.entry((day, topic.clone())).or_default();
             entry.views = entry.views.saturating_add(1);
@@ -71,19 +85,28 @@ impl Tally {
 
     /// Records that `topic` was seen at `count` cluster-wide on `day`.
     pub(crate) fn peak(&self, day: Day, topic: &Topic, count: u64) {
-        let pending = self.0.read().unwrap_or_else(PoisonError::into_inner);
+        let pending = self.pending.read().unwrap_or_else(PoisonError::into_inner);
         let mut entry = pending.topics.entry((day, topic.clone())).or_default();
         entry.peak = entry.peak.max(count);
     }
 
     /// Takes everything counted so far, leaving an empty tally.
     pub(crate) fn take(&self) -> Pending {
-        mem::take(&mut *self.0.write().unwrap_or_else(PoisonError::into_inner))
+        mem::take(&mut *self.pending.write().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Marks `written`'s views as on disk (or lost: a failed flush).
+    pub(crate) fn written(&self, written: &Pending) {
+        let views = written
+            .topics
+            .iter()
+            .fold(0u64, |sum, entry| sum.saturating_add(entry.views));
+        self.views.dec_by(i64::try_from(views).unwrap_or(i64::MAX));
     }
 
     /// Reads the tally without taking it.
     pub(crate) fn read<T>(&self, read: impl FnOnce(&Pending) -> T) -> T {
-        read(&self.0.read().unwrap_or_else(PoisonError::into_inner))
+        read(&self.pending.read().unwrap_or_else(PoisonError::into_inner))
     }
 }
 
@@ -104,7 +127,7 @@ mod tests {
 
     #[test]
     fn views_and_peaks_accumulate_until_taken() {
-        let tally = Tally::default();
+        let tally = Tally::new(Gauge::default());
         let day = Day::parse("2026-11-30").expect("valid");
         let post = topic("example.com/post");
         tally.view(day, &post, 1);
@@ -112,7 +135,11 @@ mod tests {
         tally.view(day, &topic("example.com/about"), 2);
         tally.peak(day, &post, 5);
         tally.peak(day, &post, 3);
+        assert_eq!(tally.views.get(), 3, "views waiting for a flush");
         let pending = tally.take();
+        assert_eq!(tally.views.get(), 3, "taken is not written");
+        tally.written(&pending);
+        assert_eq!(tally.views.get(), 0);
         let entry = pending.topics.get(&(day, post)).expect("counted");
         assert_eq!((entry.views, entry.peak, entry.visitors.estimate()), (2, 5, 1));
         let site = pending.sites.get(&(day, Arc::from("example.com"))).expect("site");
