@@ -7,7 +7,9 @@
 //! forward navigation leaves no ghost visitor; the dashboard at `/` shows what
 //! the API says, pushed, with no console error, at desktop and phone widths
 //! (screenshots in `target/browser/`; with `HEADCOUNT_UPDATE_SCREENSHOT=1` the
-//! desktop one also becomes `docs/dashboard.png`). Two checks need no browser:
+//! desktop one also becomes `docs/dashboard.png`), and a chosen topic's visit
+//! history as `/stats/{topic}` answers it, sent the admin token, refreshed
+//! every 10 s, or that history is off (SPEC section 9). Two checks need no browser:
 //! `/hc.js` is small and cacheable, and `/live/counts` is a watcher under the
 //! per-IP cap.
 //!
@@ -32,12 +34,13 @@ use fantoccini::{
     Client, ClientBuilder, Locator,
     wd::{Capabilities, WebDriverCompatibleCommand},
 };
-use headcount_tests::{PageServer, TestNode, close, eventually, test_config, wait_for_members, ws_connect};
+use headcount_server::AdminToken;
+use headcount_tests::{PageServer, TestNode, Ws, close, eventually, test_config, wait_for_members, ws_connect};
 use hyper_util::client::legacy::connect::HttpConnector;
 use reqwest::{Method, StatusCode, Url, header};
 use serde_json::{Value, json};
 use tokio::time::Instant;
-use tokio_tungstenite::tungstenite;
+use tokio_tungstenite::tungstenite::{self, client::IntoClientRequest, http::HeaderValue};
 
 /// How long a page or a count may take to show a change.
 const WAIT: Duration = Duration::from_secs(15);
@@ -161,9 +164,20 @@ async fn the_dashboard_shows_what_the_api_says() {
     let charted = "return document.getElementById('chart-summary').textContent.startsWith('now 3')";
     wait_value(&browser, charted, json!(true)).await;
 
+    // The topic panel of the screenshot: a topic picked, with its history.
+    let pick = "#topics tr[data-topic='site.test/a'] .pick";
+    let row = browser.find(Locator::Css(pick)).await.expect("the site.test/a row");
+    row.click().await.expect("pick site.test/a");
+    wait_text(&browser, "#topic-count", "2").await;
+    // Settled: 3 views, and a peak sampled since (3, or 2 if sampled only
+    // after a reader left); neither moves again in this test.
+    let settled = |stats: &Value| stats["views"] == 3 && stats["peak"].as_u64() >= Some(2);
+    let stats = wait_stats(a, "site.test/a", settled).await;
+    wait_value(&browser, HISTORY_SHOWN, shown_history(&stats)).await;
+
     let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/browser");
     std::fs::create_dir_all(&shots).expect("create target/browser");
-    screenshot(&browser, 1440, 900, &shots.join("dashboard-1440.png")).await;
+    screenshot(&browser, 1440, 0, &shots.join("dashboard-1440.png")).await;
     screenshot(&browser, 375, 800, &shots.join("dashboard-375.png")).await;
     if std::env::var("HEADCOUNT_UPDATE_SCREENSHOT").is_ok_and(|value| value == "1") {
         let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/dashboard.png");
@@ -176,6 +190,121 @@ async fn the_dashboard_shows_what_the_api_says() {
     wait_text(&browser, "#prefix-total", "1").await;
     wait_text(&browser, "#total", "3").await;
     assert_eq!(console_errors(&browser).await, Vec::<String>::new());
+    browser.close().await.expect("close the session");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_shows_a_topic_s_visit_history() {
+    let Some(driver) = Driver::start().await else { return };
+    let mut config = test_config("a");
+    config.admin_token = Some(AdminToken::new(TOKEN).expect("valid token"));
+    let node = TestNode::start(config).await;
+    let topic = "site.test/history";
+    // Five views by two visitors, all five on the page at once: peak 5.
+    let mut sockets = Vec::new();
+    for agent in ["Agent/1", "Agent/1", "Agent/1", "Agent/2", "Agent/2"] {
+        sockets.push(visit(&node, topic, agent).await);
+    }
+    let expected = |views: u64, visitors: u64, peak: u64| {
+        move |stats: &Value| stats["views"] == views && stats["visitors"] == visitors && stats["peak"] == peak
+    };
+    let stats = wait_stats(&node, topic, expected(5, 2, 5)).await;
+    for socket in sockets {
+        close(socket).await;
+    }
+
+    let browser = driver.session().await;
+    browser
+        .goto(&format!("http://{}/", node.http))
+        .await
+        .expect("open the dashboard");
+    let input = browser
+        .find(Locator::Css("#token-input"))
+        .await
+        .expect("the token form");
+    input.send_keys(TOKEN).await.expect("type the token");
+    browser
+        .find(Locator::Css("#token-form button"))
+        .await
+        .expect("Unlock")
+        .click()
+        .await
+        .expect("unlock");
+    wait_text(&browser, "#status", "live").await;
+    // Before the token: the page and its first requests were answered 401.
+    for error in console_errors(&browser).await {
+        assert!(error.contains("401"), "before the token: {error}");
+    }
+
+    pick_topic(&browser, topic).await;
+    wait_value(&browser, HISTORY_SHOWN, shown_history(&stats)).await;
+    let days = stats["days"].as_array().expect("days");
+    let today = days.last().expect("today");
+    let chart = "const hits = [...document.querySelectorAll('#history-chart .hits rect')]; \
+                 const last = hits[hits.length - 1]; \
+                 return [hits.length, document.querySelectorAll('#history-chart rect.bar.views').length, \
+                         last.dataset.date, last.textContent]";
+    let title = format!("{}: 5 views, 2 visitors, peak 5", today["date"].as_str().expect("date"));
+    let with_views = days.iter().filter(|day| day["views"].as_u64() > Some(0)).count();
+    assert_eq!(
+        js(&browser, chart).await,
+        json!([days.len(), with_views, stats["to"], title]),
+        "one column per day, a bar per day with views, today's numbers last"
+    );
+    let label = "return document.getElementById('history-chart').getAttribute('aria-label')";
+    let label = js(&browser, label).await;
+    assert!(
+        label.as_str().is_some_and(|text| text.contains("5 views, 2 visitors")),
+        "{label}"
+    );
+
+    // A new view shows within one refresh (every 10 s), with no reload.
+    js(&browser, "window.sameDocument = true").await;
+    close(visit(&node, topic, "Agent/3").await).await;
+    let stats = wait_stats(&node, topic, expected(6, 3, 5)).await;
+    wait_value(&browser, HISTORY_SHOWN, shown_history(&stats)).await;
+    assert_eq!(js(&browser, "return window.sameDocument").await, json!(true));
+
+    // Another topic: its own history, and the first one is no longer fetched.
+    pick_topic(&browser, "site.test/quiet").await;
+    let quiet = wait_stats(&node, "site.test/quiet", |_| true).await;
+    wait_value(&browser, HISTORY_SHOWN, shown_history(&quiet)).await;
+    assert_eq!(quiet["views"], 0, "{quiet}");
+    assert_eq!(console_errors(&browser).await, Vec::<String>::new());
+    browser.close().await.expect("close the session");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_history_the_dashboard_says_history_is_off() {
+    let Some(driver) = Driver::start().await else { return };
+    let node = TestNode::start_without_history(test_config("a")).await;
+    let (status, body) = node.get("/stats/site.test/a").await;
+    assert_eq!(status, 404, "{body}");
+
+    let browser = driver.session().await;
+    browser
+        .goto(&format!("http://{}/", node.http))
+        .await
+        .expect("open the dashboard");
+    wait_text(&browser, "#status", "live").await;
+    pick_topic(&browser, "site.test/a").await;
+    let shown = "const panel = document.getElementById('topic-history'); \
+                 return [panel.dataset.state, document.getElementById('history-message').textContent, \
+                         document.getElementById('history-body').hidden]";
+    wait_value(
+        &browser,
+        shown,
+        json!([
+            "off",
+            "Visit history is off on this node (started with --no-history).",
+            true
+        ]),
+    )
+    .await;
+    // The browser reports the 404 itself; nothing else may fail.
+    for error in console_errors(&browser).await {
+        assert!(error.contains("/stats/site.test/a") && error.contains("404"), "{error}");
+    }
     browser.close().await.expect("close the session");
 }
 
@@ -375,6 +504,33 @@ const TOPIC_ROWS: &str = "return [...document.querySelectorAll('#topics tr[data-
 const MEMBER_ROWS: &str = "return [...document.querySelectorAll('#members tr[data-member]')]\
                            .map(row => [row.dataset.member, row.querySelector('.state').textContent]).sort()";
 
+/// The topic panel's history: `[state, views, visitors, peak today]`.
+const HISTORY_SHOWN: &str = "return [document.getElementById('topic-history').dataset.state, \
+                             ...['views', 'visitors', 'peak'].map(id => \
+                             document.getElementById('history-' + id).textContent)]";
+
+/// What [`HISTORY_SHOWN`] returns for a `/stats/{topic}` answer: its totals
+/// and the last day's (today's) peak.
+fn shown_history(stats: &Value) -> Value {
+    let peak = &stats["days"].as_array().and_then(|days| days.last()).expect("a day")["peak"];
+    json!([
+        "ready",
+        stats["views"].to_string(),
+        stats["visitors"].to_string(),
+        peak.to_string()
+    ])
+}
+
+/// Types `topic` into the topic panel and watches it.
+async fn pick_topic(client: &Client, topic: &str) {
+    let input = client.find(Locator::Css("#topic-input")).await.expect("#topic-input");
+    input.clear().await.expect("clear the topic");
+    input.send_keys(topic).await.expect("type a topic");
+    let watch = client.find(Locator::Css("#topic-form button")).await.expect("Watch");
+    watch.click().await.expect("watch the topic");
+    wait_text(client, "#topic-name", topic).await;
+}
+
 async fn js(client: &Client, script: &str) -> Value {
     client.execute(script, vec![]).await.expect("the script runs")
 }
@@ -401,9 +557,34 @@ async fn wait_text(client: &Client, css: &str, expected: &str) {
     wait_value(client, &script, json!(expected)).await;
 }
 
-/// Sets the viewport (not the window) to `width`×`height` and saves a PNG
-/// once the chart has been redrawn for that width.
+/// Sets the viewport (not the window) to `width`×`height` (height 0: the
+/// whole page at that width) and saves a PNG once the charts have been
+/// redrawn for that width.
 async fn screenshot(client: &Client, width: u32, height: u32, file: &Path) {
+    let height = if height == 0 {
+        resize_viewport(client, width, 900).await;
+        let page = js(client, "return document.documentElement.scrollHeight").await;
+        page.as_u64()
+            .and_then(|v| u32::try_from(v).ok())
+            .expect("the page's height")
+    } else {
+        height
+    };
+    resize_viewport(client, width, height).await;
+    for chart in ["chart", "history-chart"] {
+        let redrawn = format!(
+            "const c = document.getElementById('{chart}'); \
+             return c.getClientRects().length === 0 \
+             || c.viewBox.baseVal.width === Math.max(Math.round(c.getBoundingClientRect().width), 200)"
+        );
+        wait_value(client, &redrawn, json!(true)).await;
+    }
+    let png = client.screenshot().await.expect("screenshot");
+    std::fs::write(file, png).expect("save the screenshot");
+}
+
+/// Sets the viewport (not the window) to `width`×`height`.
+async fn resize_viewport(client: &Client, width: u32, height: u32) {
     // The window is larger than the viewport by a frame: measure it, then grow.
     client.set_window_size(width, height).await.expect("resize");
     let inner = js(client, "return [innerWidth, innerHeight]").await;
@@ -413,11 +594,6 @@ async fn screenshot(client: &Client, width: u32, height: u32, file: &Path) {
     let (outer_w, outer_h) = (outer(width, &inner[0]), outer(height, &inner[1]));
     client.set_window_size(outer_w, outer_h).await.expect("resize");
     wait_value(client, "return [innerWidth, innerHeight]", json!([width, height])).await;
-    let redrawn = "const c = document.getElementById('chart'); \
-                   return c.viewBox.baseVal.width === Math.max(Math.round(c.getBoundingClientRect().width), 200)";
-    wait_value(client, redrawn, json!(true)).await;
-    let png = client.screenshot().await.expect("screenshot");
-    std::fs::write(file, png).expect("save the screenshot");
 }
 
 // ------------------------------------------------------------------ pages
@@ -446,6 +622,41 @@ async fn cluster(names: &[&str]) -> Vec<TestNode> {
     let refs: Vec<&TestNode> = nodes.iter().collect();
     wait_for_members(&refs, names.len() as u64, WAIT).await;
     nodes
+}
+
+/// The admin token of the nodes that have one.
+const TOKEN: &str = "an-admin-token-for-browser-tests";
+
+/// A counted websocket on `topic` sent with `user_agent`.
+async fn visit(node: &TestNode, topic: &str, user_agent: &str) -> Ws {
+    let mut request = format!("ws://{}/ws/{topic}", node.http)
+        .into_client_request()
+        .expect("request");
+    let agent = HeaderValue::from_str(user_agent).expect("ascii");
+    request.headers_mut().insert("user-agent", agent);
+    let (socket, _) = tokio_tungstenite::connect_async(request).await.expect("upgrade");
+    socket
+}
+
+/// Waits until `GET /stats/{topic}` (sent the admin token, which a node
+/// without one ignores) answers what `check` accepts, and returns that answer.
+async fn wait_stats(node: &TestNode, topic: &str, check: impl Fn(&Value) -> bool) -> Value {
+    let url = format!("http://{}/stats/{topic}", node.http);
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let response = client.get(&url).bearer_auth(TOKEN).send().await.expect("GET /stats");
+        assert_eq!(response.status(), StatusCode::OK, "GET /stats/{topic}");
+        let stats: Value = response.json().await.expect("JSON");
+        if check(&stats) {
+            return stats;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "/stats/{topic} answers {stats} after {WAIT:?}"
+        );
+        tokio::time::sleep(POLL).await;
+    }
 }
 
 async fn wait_count(node: &TestNode, topic: &str, expected: u64) {

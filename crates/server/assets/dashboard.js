@@ -1,7 +1,8 @@
-// headcount dashboard. Everything is pushed by the node (Server-Sent Events read with
-// fetch so that request headers can be added, plus one websocket for the chosen
-// topic); nothing is polled. Data from the network only ever reaches the page through
-// textContent and attribute setters, never as markup.
+// headcount dashboard. Live numbers are pushed by the node (Server-Sent Events read
+// with fetch so that request headers can be added, plus one websocket for the chosen
+// topic); only the chosen topic's visit history (/stats/{topic}) is fetched, every
+// 10 s while the topic stays chosen. Data from the network only ever reaches the page
+// through textContent and attribute setters, never as markup.
 "use strict";
 (() => {
   const $ = (id) => document.getElementById(id);
@@ -10,6 +11,9 @@
   const MAX_POINTS = 3600;
   const TOP_LIMIT = 20;
   const MINUS = "\u2212";
+  const HISTORY_EVERY_MS = 10000;
+  const HISTORY_TIMEOUT_MS = 9000;
+  const MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
 
   // ---------------------------------------------------------------- helpers
 
@@ -67,8 +71,8 @@
   const TOKEN_KEY = "headcount-admin-token";
   let tokenWaiters = [];
 
-  function requestHeaders() {
-    const headers = { Accept: "text/event-stream" };
+  function requestHeaders(accept = "text/event-stream") {
+    const headers = { Accept: accept };
     const token = sessionStorage.getItem(TOKEN_KEY);
     if (token) headers.Authorization = `Bearer ${token}`;
     return headers;
@@ -607,6 +611,7 @@
     setText(topicState, "");
     setText(topicHint, topic ? "Watching live (not counted)." : "Pick a row in Top topics or type a topic.");
     topicLive.hidden = !topic;
+    followHistory(topic);
     if (!topic) return;
     topicSocket = watchSocket(
       topic,
@@ -614,6 +619,238 @@
       (s) => setText(topicState, s === "live" ? "" : `\u00b7 ${s}`),
     );
   }
+
+  // ---------------------------------------------------------- topic history
+
+  // The chosen topic's last 30 days from GET /stats/{topic}: fetched when the topic
+  // is chosen, then 10 s after each answer until another topic is chosen. A node
+  // started with --no-history answers 404.
+  const historyPanel = $("topic-history");
+  const historyMessage = $("history-message");
+  const historyBody = $("history-body");
+  const historyLegend = $("history-legend");
+  const historyViews = $("history-views");
+  const historyVisitors = $("history-visitors");
+  const historyPeak = $("history-peak");
+  const historyChart = $("history-chart");
+  const historyTitle = $("history-title");
+  const historyNote = $("history-note");
+  const HISTORY_IDLE = "Pick a topic to see its views and visitors per day, when history is enabled on this node.";
+  let historyRun = null; // {topic, ctrl, timer} of the topic being followed
+  let historyData = null; // the last answer shown
+
+  // "2024-03-05" -> "Mar 5"
+  function shortDate(date) {
+    const [, m, d] = String(date).split("-").map(Number);
+    return m >= 1 && m <= 12 && d ? `${MONTHS[m - 1]} ${d}` : String(date);
+  }
+
+  function plural(n, word) {
+    return `${n} ${word}${n === 1 ? "" : "s"}`;
+  }
+
+  function showHistoryMessage(state, text) {
+    historyPanel.dataset.state = state;
+    setText(historyMessage, text);
+    historyMessage.hidden = false;
+    historyBody.hidden = true;
+    historyLegend.hidden = true;
+    historyData = null;
+  }
+
+  // Reads an answer into plain numbers; null when it is not a stats answer.
+  function readStats(body) {
+    if (!body || !Array.isArray(body.days)) return null;
+    const n = (v) => (Number.isFinite(Number(v)) ? Math.max(0, Math.round(Number(v))) : 0);
+    const days = body.days.map((d) => ({
+      date: String(d && d.date),
+      views: n(d && d.views),
+      visitors: n(d && d.visitors),
+      peak: n(d && d.peak),
+    }));
+    return {
+      topic: String(body.topic ?? ""),
+      from: String(body.from ?? ""),
+      to: String(body.to ?? ""),
+      views: n(body.views),
+      visitors: n(body.visitors),
+      peak: days.length ? days[days.length - 1].peak : 0,
+      days,
+    };
+  }
+
+  function showHistory(data) {
+    historyData = data;
+    historyPanel.dataset.state = "ready";
+    historyMessage.hidden = true;
+    historyBody.hidden = false;
+    historyLegend.hidden = false;
+    setText(historyViews, data.views);
+    setText(historyVisitors, data.visitors);
+    setText(historyPeak, data.peak);
+    historyViews.title = `${plural(data.views, "view")} from ${data.from} to ${data.to}`;
+    historyVisitors.title = `${plural(data.visitors, "visitor")} from ${data.from} to ${data.to}`;
+    historyPeak.title = `at most ${data.peak} at once today`;
+    setText(historyNote, "");
+    drawHistory();
+  }
+
+  // One request; the outcome is shown unless another topic was chosen meanwhile.
+  async function loadHistory(run) {
+    const ctrl = new AbortController();
+    run.ctrl = ctrl;
+    const timeout = setTimeout(() => ctrl.abort(), HISTORY_TIMEOUT_MS);
+    let outcome;
+    try {
+      const res = await fetch(`/stats/${encodeTopic(run.topic)}`, {
+        headers: requestHeaders("application/json"),
+        cache: "no-store",
+        signal: ctrl.signal,
+      });
+      if (res.ok) {
+        const data = readStats(await res.json());
+        outcome = data ? { data } : { error: "History: unexpected answer." };
+      } else if (res.status === 404) {
+        outcome = { off: true };
+      } else if (res.status === 401) {
+        outcome = { error: "History needs the admin token.", auth: true };
+      } else {
+        outcome = { error: `History unavailable (HTTP ${res.status}).` };
+      }
+    } catch {
+      outcome = { error: "History unavailable: no answer from the node." };
+    } finally {
+      clearTimeout(timeout);
+    }
+    if (historyRun !== run) return;
+    run.ctrl = null;
+    if (outcome.data) {
+      showHistory(outcome.data);
+    } else if (outcome.off) {
+      showHistoryMessage("off", "Visit history is off on this node (started with --no-history).");
+    } else if (historyData) {
+      // Keep the last answer on screen and say that it is not current.
+      historyPanel.dataset.state = "stale";
+      setText(historyNote, `${outcome.error} Retrying every 10 s.`);
+    } else {
+      showHistoryMessage("error", outcome.error);
+    }
+    if (outcome.auth && !run.waitsForToken) {
+      // The streams ask for the token; ask again as soon as one is entered.
+      run.waitsForToken = true;
+      tokenWaiters.push(() => {
+        run.waitsForToken = false;
+        if (historyRun === run && !run.ctrl) {
+          clearTimeout(run.timer);
+          loadHistory(run);
+        }
+      });
+    }
+    run.timer = setTimeout(() => loadHistory(run), HISTORY_EVERY_MS);
+  }
+
+  function stopHistory() {
+    if (!historyRun) return;
+    clearTimeout(historyRun.timer);
+    if (historyRun.ctrl) historyRun.ctrl.abort();
+    historyRun = null;
+  }
+
+  function followHistory(topic) {
+    stopHistory();
+    if (!topic) {
+      showHistoryMessage("idle", HISTORY_IDLE);
+      return;
+    }
+    showHistoryMessage("loading", "Loading visit history\u2026");
+    historyRun = { topic, ctrl: null, timer: 0, waitsForToken: false };
+    loadHistory(historyRun);
+  }
+
+  const H = {
+    grid: svg("g", {}),
+    bars: svg("g", { class: "bars" }),
+    topLabel: svg("text", { class: "top", "text-anchor": "start" }),
+    xLabels: svg("g", {}),
+    hits: svg("g", { class: "hits" }),
+  };
+  historyChart.append(H.grid, H.bars, H.topLabel, H.xLabels, H.hits);
+
+  function drawHistory() {
+    const data = historyData;
+    if (!data || historyBody.hidden) return;
+    const box = historyChart.getBoundingClientRect();
+    const W = Math.max(Math.round(box.width), 200);
+    const H0 = Math.max(Math.round(box.height), 100);
+    historyChart.setAttribute("viewBox", `0 0 ${W} ${H0}`);
+    const padL = 4, padR = 4, padT = 16, padB = 20;
+    const plotW = W - padL - padR;
+    const plotH = H0 - padT - padB;
+    const days = data.days;
+    const n = Math.max(days.length, 1);
+    const max = days.reduce((m, d) => Math.max(m, d.views, d.visitors), 0);
+    const top = niceCeil(max);
+    const slot = plotW / n;
+    const barW = Math.max(1, Math.min(slot * 0.7, 24));
+    const cx = (i) => padL + slot * (i + 0.5);
+    const y = (v) => padT + (1 - v / top) * plotH;
+    const r = (v) => Math.round(v * 10) / 10;
+    const base = r(y(0));
+
+    H.grid.replaceChildren();
+    for (const f of [0, 0.5, 1]) {
+      const gy = r(padT + f * plotH);
+      H.grid.append(svg("line", { class: "gridline", x1: padL, x2: W - padR, y1: gy, y2: gy }));
+    }
+    H.topLabel.setAttribute("x", padL + 2);
+    H.topLabel.setAttribute("y", padT - 5);
+    setText(H.topLabel, top);
+
+    // Per day: a wide bar for views, a narrow one inside it for visitors.
+    const bar = (cls, x, w, v) => {
+      const by = r(y(v));
+      H.bars.append(svg("rect", {
+        class: cls, x: r(x - w / 2), y: by, width: r(w), height: r(Math.max(base - by, 1)), rx: 1.5,
+      }));
+    };
+    H.bars.replaceChildren();
+    H.hits.replaceChildren();
+    days.forEach((d, i) => {
+      const x = cx(i);
+      const today = i === days.length - 1 ? " today" : "";
+      if (d.views > 0) bar(`bar views${today}`, x, barW, d.views);
+      if (d.visitors > 0) bar(`bar visitors${today}`, x, Math.max(barW * 0.45, 1), d.visitors);
+      // A full-height column per day carries its numbers as a tooltip.
+      const hit = svg("rect", { x: r(padL + slot * i), y: padT, width: r(slot), height: r(plotH) });
+      hit.dataset.date = d.date;
+      const tip = svg("title", {});
+      tip.textContent = `${d.date}: ${plural(d.views, "view")}, ${plural(d.visitors, "visitor")}, peak ${d.peak}`;
+      hit.append(tip);
+      H.hits.append(hit);
+    });
+
+    H.xLabels.replaceChildren();
+    if (days.length) {
+      const ticks = W < 360 ? [0, days.length - 1] : [0, Math.floor((days.length - 1) / 2), days.length - 1];
+      for (const i of [...new Set(ticks)]) {
+        const last = i === days.length - 1;
+        const anchor = i === 0 ? "start" : last ? "end" : "middle";
+        const tx = i === 0 ? padL : last ? W - padR : r(cx(i));
+        const label = svg("text", { x: tx, y: H0 - 5, "text-anchor": anchor });
+        label.textContent = last ? "today" : shortDate(days[i].date);
+        H.xLabels.append(label);
+      }
+    }
+
+    const summary =
+      `Views and visitors of ${data.topic} per day from ${data.from} to ${data.to}: ` +
+      `${plural(data.views, "view")}, ${plural(data.visitors, "visitor")}; ` +
+      `today ${plural(days.length ? days[days.length - 1].views : 0, "view")}, peak ${data.peak}`;
+    setText(historyTitle, summary);
+    historyChart.setAttribute("aria-label", summary);
+  }
+
+  new ResizeObserver(() => drawHistory()).observe(historyChart);
 
   $("topic-form").addEventListener("submit", (e) => {
     e.preventDefault();
@@ -648,6 +885,7 @@
     if (topicsStream) { topicsStream.close(); topicsStream = null; }
     openTotal(false);
     if (topicSocket) { topicSocket.close(); topicSocket = null; }
+    stopHistory();
   }
 
   // Close everything when the page is hidden for good or put in the back/forward
