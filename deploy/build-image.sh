@@ -55,7 +55,7 @@ binary="$(cd "$(dirname "$binary")" && pwd)/$(basename "$binary")"
 stage="$(mktemp -d "${TMPDIR:-/tmp}/headcount-image.XXXXXX")"
 trap 'rm -rf "$stage"' EXIT
 rootfs="$stage/rootfs"
-mkdir -p "$rootfs/usr/local/bin" "$rootfs/etc" "$rootfs/tmp"
+mkdir -p "$rootfs/usr/local/bin" "$rootfs/etc" "$rootfs/tmp" "$stage/data"
 chmod 1777 "$rootfs/tmp"
 
 log "binary: $binary"
@@ -105,10 +105,13 @@ version="$("$binary" --version 2>/dev/null | awk '{ print $2 }' || true)"
 cat >"$stage/Dockerfile" <<EOF
 FROM scratch
 COPY rootfs/ /
+COPY --chown=10001:10001 data/ /data/
 USER 10001:10001
 ENV HEADCOUNT_HTTP=0.0.0.0:8080 \\
     HEADCOUNT_GRPC=0.0.0.0:9090 \\
-    HEADCOUNT_GOSSIP=0.0.0.0:7946
+    HEADCOUNT_GOSSIP=0.0.0.0:7946 \\
+    HEADCOUNT_DATA_DIR=/data
+VOLUME /data
 EXPOSE 8080/tcp 9090/tcp 7946/udp
 HEALTHCHECK --interval=5s --timeout=3s --start-period=10s --retries=3 CMD ["/usr/local/bin/headcount-probe", "/readyz"]
 STOPSIGNAL SIGTERM
