@@ -1,14 +1,16 @@
 //! The public gRPC API (`headcount.v1`) against real nodes on loopback, with
 //! the generated tonic clients a Rust user would use: Counter (GetCount,
-//! ListTopics, WatchCount), Cluster (ListMembers), topic validation, the
-//! standard health service and server reflection.
+//! ListTopics, WatchCount), Cluster (ListMembers), Stats (GetStats,
+//! ListStats), topic validation, the standard health service and server
+//! reflection.
 
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use headcount_proto::v1::{
-    GetCountRequest, ListMembersRequest, ListTopicsRequest, MemberState, TopicCount, TopicTotal, WatchCountRequest,
-    cluster_client::ClusterClient, counter_client::CounterClient,
+    GetCountRequest, GetStatsRequest, ListMembersRequest, ListStatsRequest, ListTopicsRequest, MemberState, TopicCount,
+    TopicTotal, WatchCountRequest, cluster_client::ClusterClient, counter_client::CounterClient,
+    stats_client::StatsClient,
 };
 use headcount_tests::{TestNode, Ws, close, eventually, test_config, wait_for_members};
 use tokio::time::Instant;
@@ -616,4 +618,56 @@ async fn reflection_v1alpha_is_served_for_older_clients() {
     let services: Vec<&str> = list.service.iter().map(|s| s.name.as_str()).collect();
     assert!(services.contains(&"headcount.v1.Counter"), "{services:?}");
     assert!(services.contains(&"headcount.v1.Cluster"), "{services:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_answer_like_http() {
+    let node = TestNode::start(test_config("a")).await;
+    for socket in node.connect_n("example.com/grpc", 3).await {
+        close(socket).await;
+    }
+    let mut stats = StatsClient::connect(endpoint(&node)).await.expect("connect to Stats");
+    let (_, http) = node.get("/stats/example.com/grpc").await;
+    let answer = stats
+        .get_stats(GetStatsRequest {
+            topic: "example.com/grpc".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("GetStats")
+        .into_inner();
+    assert_eq!((answer.views, answer.visitors), (3, 1));
+    assert_eq!(answer.days.len(), 30);
+    assert_eq!(Some(answer.from.as_str()), http["from"].as_str());
+    assert_eq!(answer.days.last().map(|day| day.views), Some(3));
+    let list = stats
+        .list_stats(ListStatsRequest {
+            prefix: "example.com/".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("ListStats")
+        .into_inner();
+    assert_eq!((list.views, list.topics.len()), (3, 1));
+    for (request, field) in [
+        (
+            GetStatsRequest {
+                topic: String::new(),
+                ..Default::default()
+            },
+            "topic",
+        ),
+        (
+            GetStatsRequest {
+                topic: "t".into(),
+                from: "2026-13-01".into(),
+                ..Default::default()
+            },
+            "from",
+        ),
+    ] {
+        let refused = stats.get_stats(request).await.expect_err("invalid");
+        assert_eq!(refused.code(), Code::InvalidArgument, "{field}: {refused}");
+    }
+    node.stop().await;
 }
