@@ -233,7 +233,28 @@ impl Store {
             }
         }
         drop(writer);
+        self.never_reuse_versions(&txn, batch)?;
         txn.commit().map_err(db_error)
+    }
+
+    /// Peers may hold flushes of this origin that its store lacks (a store
+    /// restored from an old copy): the next flush must number above them, or
+    /// peers, who already claim those numbers, would never ask for it.
+    fn never_reuse_versions(&self, txn: &WriteTransaction, batch: &Batch) -> Result<(), StoreError> {
+        let seen = batch
+            .rows
+            .iter()
+            .filter(|row| row.origin == self.origin)
+            .map(|row| row.version)
+            .chain(batch.haves.get(&self.origin).copied())
+            .max()
+            .unwrap_or(0);
+        let mut meta = txn.open_table(META).map_err(db_error)?;
+        let last = meta.get("version").map_err(db_error)?.map_or(0, |value| value.value());
+        if seen > last {
+            meta.insert("version", seen).map_err(db_error)?;
+        }
+        Ok(())
     }
 
     /// Up to which flush this store holds each origin.
@@ -724,6 +745,50 @@ mod tests {
             late.is_some_and(|flushed| flushed.batch.rows.is_empty()),
             "past retention is not written"
         );
+    }
+
+    #[test]
+    fn a_store_restored_from_an_old_copy_numbers_past_what_peers_hold() {
+        let (dir_a, dir_b) = (
+            tempfile::tempdir().expect("tempdir"),
+            tempfile::tempdir().expect("tempdir"),
+        );
+        let backup = tempfile::tempdir().expect("tempdir");
+        let (a, b) = (
+            Store::open(dir_a.path()).expect("open"),
+            Store::open(dir_b.path()).expect("open"),
+        );
+        a.flush(&pending("2026-11-30", "s/a", 1, 0), day(LONG_AGO))
+            .expect("flush");
+        drop(a);
+        std::fs::copy(dir_a.path().join(FILE_NAME), backup.path().join(FILE_NAME)).expect("backup");
+        let a = Store::open(dir_a.path()).expect("open");
+        a.flush(&pending("2026-11-30", "s/a", 1, 1), day(LONG_AGO))
+            .expect("flush");
+        b.apply(
+            &a.changes_since(&HashMap::new(), 100).expect("changes"),
+            None,
+            day(LONG_AGO),
+        )
+        .expect("apply");
+        drop(a);
+        let restored = Store::open(backup.path()).expect("open the old copy");
+        restored
+            .apply(
+                &b.changes_since(&HashMap::new(), 100).expect("changes"),
+                None,
+                day(LONG_AGO),
+            )
+            .expect("apply");
+        let next = restored
+            .flush(&pending("2026-11-30", "s/b", 1, 2), day(LONG_AGO))
+            .expect("flush")
+            .expect("flushed");
+        assert_eq!(next.version, 3, "above the 2 that b already holds");
+        let to_b = restored
+            .changes_since(&b.haves().expect("haves"), 100)
+            .expect("changes");
+        assert_eq!(to_b.rows.len(), 1, "b asks for, and gets, the new flush");
     }
 
     #[test]
