@@ -51,7 +51,7 @@ trap cleanup EXIT
 
 start() { # name http grpc gossip [seed]
     local args=(--node-name "$1" --http "127.0.0.1:$2" --grpc "127.0.0.1:$3" --gossip "127.0.0.1:$4"
-        --gossip-interval 200ms --push-interval 200ms)
+        --gossip-interval 200ms --push-interval 200ms --data-dir "$logs/$1-data")
     if [[ -n "${5:-}" ]]; then args+=(--seeds "$5"); fi
     "$bin" "${args[@]}" >"$logs/$1.log" 2>&1 &
     pids+=("$!")

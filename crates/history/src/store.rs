@@ -47,11 +47,14 @@ const SKETCHES: TableDefinition<(i32, u8, &str), &[u8]> = TableDefinition::new("
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The data directory could not be made.
-    #[error("data directory: {0}")]
-    Directory(#[from] std::io::Error),
+    #[error("cannot create the directory: {0}")]
+    Directory(std::io::Error),
+    /// Another process (or node) has the store open.
+    #[error("the store is in use by another headcount process; give each node its own --data-dir")]
+    InUse,
     /// The database failed.
     #[error("store: {0}")]
-    Database(#[from] redb::Error),
+    Database(redb::Error),
     /// The store was written by another layout.
     #[error("store has schema version {found}; this build reads {SCHEMA_VERSION}")]
     Schema {
@@ -96,8 +99,11 @@ pub struct Store {
 impl Store {
     /// Opens (or creates) the store under `dir`.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        fs::create_dir_all(dir)?;
-        let db = Database::create(dir.join(FILE_NAME)).map_err(db_error)?;
+        fs::create_dir_all(dir).map_err(StoreError::Directory)?;
+        let db = Database::create(dir.join(FILE_NAME)).map_err(|error| match error {
+            redb::DatabaseError::DatabaseAlreadyOpen => StoreError::InUse,
+            other => db_error(other),
+        })?;
         let txn = db.begin_write().map_err(db_error)?;
         let origin = {
             let mut meta = txn.open_table(META).map_err(db_error)?;
@@ -789,6 +795,15 @@ mod tests {
             .changes_since(&b.haves().expect("haves"), 100)
             .expect("changes");
         assert_eq!(to_b.rows.len(), 1, "b asks for, and gets, the new flush");
+    }
+
+    #[test]
+    fn a_store_in_use_is_refused_with_a_hint() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let _open = Store::open(dir.path()).expect("open");
+        let error = Store::open(dir.path()).err().expect("refused");
+        assert!(matches!(error, StoreError::InUse));
+        assert!(error.to_string().contains("--data-dir"), "{error}");
     }
 
     #[test]

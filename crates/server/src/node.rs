@@ -152,7 +152,7 @@ pub enum StartError {
     SyncTls(#[from] rustls::Error),
     /// The history store could not be opened.
     #[error("--data-dir: {0}")]
-    History(#[from] StoreError),
+    History(StoreError),
     /// The gossip address other nodes would use is not routable.
     #[error("advertise address {0} is not routable: set --advertise")]
     Unroutable(SocketAddr),
@@ -187,6 +187,12 @@ impl Node {
         let span = info_span!("node", node = %config.node_name);
         let tracker = TaskTracker::new();
         let mut registry = Registry::default();
+        let history = config
+            .history
+            .clone()
+            .map(|history| History::open(history, &mut registry))
+            .transpose()
+            .map_err(StartError::History)?;
         let table = CounterTable::new(config.shards, config.max_topics);
         let cluster_config = ClusterConfig {
             node_name: config.node_name.clone(),
@@ -214,11 +220,6 @@ impl Node {
             )
         })?;
         let query = Query::new(table.clone(), cluster.view());
-        let history = config
-            .history
-            .clone()
-            .map(|history| History::open(history, &mut registry))
-            .transpose()?;
         if let Some(history) = &history {
             span.in_scope(|| history.start(cluster.link(), cluster.view(), &tracker, shutdown.clone()));
             let peaks = peaks::run(query.clone(), history.clone(), shutdown.clone());

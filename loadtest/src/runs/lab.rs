@@ -122,7 +122,12 @@ impl Lab {
         let (program, args) = match interval {
             None => (self.bin.join("headcount-bare"), format!("--http {http}")),
             Some(x) => {
-                let node = format!("--http {http} --grpc {grpc} --gossip {gossip} --node-name {name}");
+                // Each node keeps its visit history in a fresh directory of its own.
+                let data = self.dir.join("data").join(name);
+                let _ = std::fs::remove_dir_all(&data);
+                let data = data.display();
+                let node =
+                    format!("--http {http} --grpc {grpc} --gossip {gossip} --node-name {name} --data-dir {data}");
                 let args = format!("{node} --gossip-interval {}ms {flags}", x.as_millis());
                 (self.headcount.clone(), args)
             }
