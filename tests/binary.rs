@@ -227,3 +227,28 @@ async fn flushed_views_survive_kill_9_and_nobody_is_written_down() {
         );
     }
 }
+
+#[test]
+fn a_data_dir_in_use_exits_with_one_line_naming_the_flag() {
+    let dir = TempDir::new().expect("tempdir");
+    let data_dir = dir.path().to_str().expect("utf-8 path");
+    let mut first = spawn_keeping_history(&["--data-dir", data_dir], &[]);
+    let lines = log_lines(&mut first);
+    assert!(
+        until_started(&lines).iter().any(|line| line.contains("node started")),
+        "the first node starts"
+    );
+    let second = spawn_keeping_history(&["--data-dir", data_dir], &[])
+        .wait_with_output()
+        .expect("runs");
+    let _ = first.kill();
+    let _ = first.wait();
+    assert!(!second.status.success());
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    let errors: Vec<&str> = stderr.lines().filter(|line| line.starts_with("error")).collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(
+        errors[0].contains("--data-dir") && errors[0].contains("in use"),
+        "{stderr}"
+    );
+}
