@@ -334,17 +334,20 @@ async fn random_churn_across_nodes_ends_with_every_node_agreeing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_late_joiner_and_a_big_burst_are_repaired_by_full_state_pulls() {
+async fn a_late_joiner_pulls_the_whole_state_and_a_burst_is_repaired_by_a_delta() {
+    // A long round, so the burst below lands in one or two of them.
+    const X: Duration = Duration::from_secs(1);
     let mut config = test_config("a");
     config.max_connections_per_ip = 10_000;
+    config.gossip_interval = X;
     let a = TestNode::start(config).await;
-    // More topics in one round than broadcasts carry: peers must pull.
     let mut sockets = Vec::new();
     for i in 0..1_500 {
         sockets.push(a.connect(&format!("burst/{i}")).await);
     }
     let mut config = test_config("b");
     config.seeds = vec![a.gossip.to_string()];
+    config.gossip_interval = X;
     let b = TestNode::start(config).await;
     wait_for_members(&[&a, &b], 2, JOIN).await;
     eventually(CONVERGE, "b sees a's 1,500 topics", || async {
@@ -352,15 +355,27 @@ async fn a_late_joiner_and_a_big_burst_are_repaired_by_full_state_pulls() {
         list["total"] == 1_500
     })
     .await;
-    for i in 1_500..3_000 {
-        sockets.push(a.connect(&format!("burst/{i}")).await);
-    }
+    let full_pulls = metric(&b, "headcount_cluster_full_pulls_total").await;
+    assert!(full_pulls >= 1.0, "a new member's state comes whole");
+    let pulls = metric(&b, "headcount_cluster_pulls_total{result=\"ok\"}").await;
+    // More topics in one round than broadcasts carry: b must pull, and
+    // what it pulls is what changed.
+    let burst = (1_500..3_000).map(|i| a.connect_owned(format!("burst/{i}")));
+    sockets.extend(futures_util::future::join_all(burst).await);
     eventually(CONVERGE, "b sees the burst of 1,500 more", || async {
         let (_, list) = b.get("/counts?prefix=burst/&limit=1").await;
         list["total"] == 3_000
     })
     .await;
-    assert!(metric(&b, "headcount_cluster_pulls_total{result=\"ok\"}").await >= 1.0);
+    assert!(
+        metric(&b, "headcount_cluster_pulls_total{result=\"ok\"}").await > pulls,
+        "the burst was pulled"
+    );
+    assert_eq!(
+        metric(&b, "headcount_cluster_full_pulls_total").await,
+        full_pulls,
+        "as a delta, not the whole state"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -193,6 +193,17 @@ impl TestNode {
         sockets
     }
 
+    /// Opens a counted websocket on `topic` (a future that borrows nothing
+    /// of the topic, for opening many at once).
+    pub fn connect_owned(&self, topic: String) -> impl Future<Output = Ws> + 'static {
+        let http = self.http;
+        async move {
+            ws_connect(http, &format!("/ws/{topic}"))
+                .await
+                .expect("websocket upgrade")
+        }
+    }
+
     /// Opens a counted websocket on `topic`.
     pub async fn connect(&self, topic: &str) -> Ws {
         ws_connect(self.http, &format!("/ws/{topic}"))

@@ -217,9 +217,9 @@ impl Gossip {
                     Ok((len, from)) => self.on_datagram(&buf[..len], from),
                     Err(error) => debug!(%error, "gossip receive failed"),
                 },
-                Some(reply) = self.state_requests.recv() => {
+                Some(request) = self.state_requests.recv() => {
                     // The asker may have given up; nothing to do then.
-                    let _ = reply.send(self.published.full_state(&self.identity));
+                    let _ = request.reply.send(self.published.state_for(&self.identity, request.since));
                 }
                 Some(command) = self.commands.recv() => self.on_command(command),
                 _ = round.tick() => {
@@ -302,6 +302,9 @@ impl Gossip {
                 match result {
                     Ok(full) => {
                         self.metrics.pulls.get_or_create(&[("result", "ok")]).inc();
+                        if full.delta_since.is_none() {
+                            self.metrics.full_pulls.inc();
+                        }
                         match self.state.apply_full_state(&full, Instant::now()) {
                             Outcome::Changed => self.view_dirty = true,
                             Outcome::Refused(refusal) => {
@@ -319,7 +322,7 @@ impl Gossip {
                     }
                     Err(error) => {
                         self.metrics.pulls.get_or_create(&[("result", "error")]).inc();
-                        warn!(peer = %key.name, %error, "full-state pull failed");
+                        warn!(peer = %key.name, %error, "pull failed");
                     }
                 }
             }
@@ -382,6 +385,10 @@ impl Gossip {
         if !self.pulling.insert(key.clone()) {
             return;
         }
+        let since = self
+            .state
+            .node(&key.name, key.incarnation)
+            .map_or(0, |node| node.watermark);
         let key = key.clone();
         let link = self.link.clone();
         let max_state_bytes = self.max_state_bytes;
@@ -391,7 +398,7 @@ impl Gossip {
         let pull = async move {
             let result = tokio::select! {
                 () = shutdown.cancelled() => return,
-                result = sync_client::pull(&link, &target, max_state_bytes) => result,
+                result = sync_client::pull(&link, &target, max_state_bytes, since) => result,
             };
             // The gossip task is gone only when shutting down.
             let _ = commands.send(Command::Pulled { key, result }).await;

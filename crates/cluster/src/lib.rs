@@ -3,7 +3,7 @@
 //! Membership and failure detection are SWIM (foca) over UDP. Every gossip
 //! interval a node sends the topics whose local count changed, as absolute
 //! counts tagged with its incarnation and a sequence number, riding foca's
-//! custom broadcasts; a node that sees a gap pulls the peer's full state over
+//! custom broadcasts; a node that sees a gap pulls what changed on that peer over
 //! gRPC. The merged result is a [`ClusterView`] that readers get through a
 //! `watch` channel. `docs/protocol.md` explains the protocol; [`timings`]
 //! holds every fixed timing of it.
@@ -65,7 +65,7 @@ pub struct ClusterConfig {
     pub node_name: NodeName,
     /// Gossip address other nodes use to reach this one.
     pub advertise: SocketAddr,
-    /// Port of this node's gRPC server, where peers pull full state.
+    /// Port of this node's gRPC server, where peers pull state.
     pub sync_port: u16,
     /// `host:port` gossip addresses to join; resolved again on every try.
     pub seeds: Vec<String>,

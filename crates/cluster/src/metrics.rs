@@ -20,6 +20,7 @@ pub struct ClusterMetrics {
     pub(crate) members: Family<Labels, Gauge>,
     pub(crate) updates: Family<Labels, Counter>,
     pub(crate) pulls: Family<Labels, Counter>,
+    pub(crate) full_pulls: Counter,
     pub(crate) command_queue_depth: Gauge,
 }
 
@@ -64,8 +65,13 @@ impl ClusterMetrics {
         );
         registry.register(
             "headcount_cluster_pulls",
-            "Full-state pulls, by result",
+            "Repair pulls (deltas and full states), by result",
             metrics.pulls.clone(),
+        );
+        registry.register(
+            "headcount_cluster_full_pulls",
+            "Pulls answered with a whole state (a new member, or a delta too old to answer)",
+            metrics.full_pulls.clone(),
         );
         registry.register(
             "headcount_gossip_command_queue_depth",

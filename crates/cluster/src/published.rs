@@ -5,6 +5,13 @@
 //! seq that last set it, so a pulled state fits the receivers' merge rules
 //! exactly. A round too big to broadcast is recorded under one seq and only
 //! announced, so peers repair it by pulling.
+//!
+//! A puller that holds every update up to some seq gets a *delta*: the
+//! topics set after it. For that, a topic that drops to 0 stays as a
+//! tombstone (count 0, its version) so the delta can say so. Tombstones are
+//! bounded: past [`MAX_TOMBSTONES`] they are all forgotten at once and the
+//! *floor* rises to the current seq; a puller behind the floor gets the
+//! whole state instead.
 
 use std::collections::HashMap;
 
@@ -18,13 +25,19 @@ use crate::{broadcast::encode_update, identity::NodeId};
 const MAX_UPDATE_BYTES: usize = 900;
 /// Above this many updates in one round, peers repair by pulling instead.
 const MAX_UPDATES_PER_ROUND: usize = 16;
+/// Topics at 0 remembered for deltas; past this they are all forgotten.
+pub(crate) const MAX_TOMBSTONES: usize = 65_536;
 
 /// This node's own counts as published to the cluster.
 #[derive(Default)]
 pub(crate) struct Published {
     seq: u64,
     round: u64,
+    /// Every topic with its count (0: a tombstone) and version.
     counts: HashMap<Topic, (u64, u64)>,
+    tombstones: usize,
+    /// Deltas can be answered for a puller at this seq or above.
+    floor: u64,
 }
 
 impl Published {
@@ -74,17 +87,32 @@ impl Published {
     }
 
     fn record(&mut self, topic: Topic, count: u64) {
-        if count == 0 {
-            self.counts.remove(&topic);
-        } else {
-            self.counts.insert(topic, (count, self.seq));
+        let was_tombstone = self.counts.get(&topic).is_some_and(|(old, _)| *old == 0);
+        if count == 0 && !self.counts.contains_key(&topic) {
+            return;
+        }
+        self.counts.insert(topic, (count, self.seq));
+        match (was_tombstone, count == 0) {
+            (false, true) => self.tombstones += 1,
+            (true, false) => self.tombstones -= 1,
+            _ => {}
+        }
+        if self.tombstones > MAX_TOMBSTONES {
+            self.counts.retain(|_, (count, _)| *count > 0);
+            self.tombstones = 0;
+            self.floor = self.seq;
         }
     }
 
-    pub(crate) fn full_state(&self, identity: &NodeId) -> NodeState {
+    /// The state a puller holding every update up to `since` needs: the
+    /// topics set after it (a delta), or the whole state when `since` is
+    /// below the floor (or 0: the puller holds nothing).
+    pub(crate) fn state_for(&self, identity: &NodeId, since: u64) -> NodeState {
+        let delta = since > 0 && since >= self.floor;
         let counts = self
             .counts
             .iter()
+            .filter(|(_, (count, version))| if delta { *version > since } else { *count > 0 })
             .map(|(topic, (count, version))| TopicCount {
                 topic: topic.to_string(),
                 count: *count,
@@ -95,6 +123,8 @@ impl Published {
             node: Some(identity.node_ref()),
             seq: self.seq,
             counts,
+            delta,
+            since: if delta { since } else { 0 },
         }
     }
 }
@@ -166,7 +196,8 @@ mod tests {
         );
         let seqs: Vec<u64> = updates.iter().map(|u| decode_update(u).expect("decodes").seq).collect();
         assert_eq!(seqs, (1..=updates.len() as u64).collect::<Vec<_>>());
-        assert_eq!(published.counts.len(), 199, "count 0 is not published");
+        let state = published.state_for(&node, 0);
+        assert_eq!(state.counts.len(), 199, "count 0 is not published");
     }
 
     #[test]
@@ -178,7 +209,58 @@ mod tests {
         assert_eq!(updates.len(), 1);
         let digest = decode_update(&updates[0]).expect("decodes");
         assert_eq!((digest.seq, digest.counts.len()), (1, 0));
-        let state = published.full_state(&node);
-        assert_eq!((state.seq, state.counts.len()), (1, 5_000));
+        let state = published.state_for(&node, 0);
+        assert_eq!((state.seq, state.counts.len(), state.delta), (1, 5_000, false));
+    }
+
+    fn counts_of(state: &NodeState) -> Vec<(String, u64, u64)> {
+        let mut counts: Vec<_> = state
+            .counts
+            .iter()
+            .map(|count| (count.topic.clone(), count.count, count.version))
+            .collect();
+        counts.sort();
+        counts
+    }
+
+    #[test]
+    fn a_delta_holds_what_changed_since_including_drops_to_zero() {
+        let mut published = Published::default();
+        let node = identity();
+        published.next_round(&node, vec![(topic("a"), 1), (topic("b"), 2)], false);
+        published.next_round(&node, vec![(topic("c"), 3)], false);
+        published.next_round(&node, vec![(topic("a"), 0), (topic("b"), 5)], false);
+        let delta = published.state_for(&node, 2);
+        assert!(delta.delta);
+        assert_eq!((delta.seq, delta.since), (3, 2));
+        assert_eq!(
+            counts_of(&delta),
+            [("a".into(), 0, 3), ("b".into(), 5, 3)],
+            "only seq 3, and a's drop to 0"
+        );
+        let full = published.state_for(&node, 0);
+        assert!(!full.delta);
+        assert_eq!(
+            counts_of(&full),
+            [("b".into(), 5, 3), ("c".into(), 3, 2)],
+            "no tombstones"
+        );
+        assert!(published.state_for(&node, 3).counts.is_empty(), "nothing new");
+    }
+
+    #[test]
+    fn past_the_tombstone_bound_old_pullers_get_the_whole_state() {
+        let mut published = Published::default();
+        let node = identity();
+        let topics: Vec<Topic> = (0..=MAX_TOMBSTONES).map(|i| topic(&format!("t{i}"))).collect();
+        published.next_round(&node, topics.iter().map(|t| (t.clone(), 1)).collect(), false);
+        let before = published.seq;
+        published.next_round(&node, vec![(topic("live"), 1)], false);
+        published.next_round(&node, topics.iter().map(|t| (t.clone(), 0)).collect(), false);
+        assert_eq!(published.counts.len(), 1, "tombstones forgotten, the live topic kept");
+        let behind = published.state_for(&node, before);
+        assert!(!behind.delta, "a delta could not say which topics dropped");
+        assert_eq!(counts_of(&behind), [("live".into(), 1, before + 1)]);
+        assert!(published.state_for(&node, published.seq).delta);
     }
 }

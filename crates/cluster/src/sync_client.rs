@@ -1,6 +1,7 @@
-//! The pulling side of full-state repair (`headcount.cluster.v1.Sync`).
+//! The pulling side of repair (`headcount.cluster.v1.Sync`).
 //!
-//! The gossip task starts a pull when it finds a gap or meets a new member.
+//! The gossip task starts a pull when it finds a gap or meets a new member,
+//! asking for what changed since the update it holds.
 //! The request and the answer are sealed and opened like gossip datagrams, so
 //! a node with another secret can neither read nor feed counts; the answer
 //! must be about the node that was asked and hold only valid names and topics.
@@ -35,14 +36,21 @@ pub enum PullError {
     Invalid(&'static str),
 }
 
-/// Pulls `target`'s full state from its sync server; an answer over
+/// Pulls what changed on `target` after update `since` (the whole state if
+/// `since` is 0 or too old for it) from its sync server; an answer over
 /// `max_bytes` is refused unread.
-pub(crate) async fn pull(link: &PeerLink, target: &NodeId, max_bytes: usize) -> Result<FullState, PullError> {
+pub(crate) async fn pull(
+    link: &PeerLink,
+    target: &NodeId,
+    max_bytes: usize,
+    since: u64,
+) -> Result<FullState, PullError> {
     let sealer = link.sealer();
     let channel = link.channel(target.sync_addr(), PULL_TIMEOUT).await?;
     let mut client = SyncClient::new(channel).max_decoding_message_size(max_bytes);
     let request = PullStateRequest {
         target: Some(target.node_ref()),
+        since,
     };
     let envelope = sealer.seal_envelope(Kind::PullRequest, request.encode_to_vec());
     let answer: Envelope = client.pull_state(envelope).await?.into_inner();
@@ -70,5 +78,6 @@ fn decode_state(state: NodeState, target: &NodeId) -> Result<FullState, PullErro
         incarnation: node.incarnation,
         seq: state.seq,
         counts,
+        delta_since: state.delta.then_some(state.since),
     })
 }

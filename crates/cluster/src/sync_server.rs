@@ -1,6 +1,7 @@
-//! The answering side of full-state repair (`headcount.cluster.v1.Sync`).
+//! The answering side of repair (`headcount.cluster.v1.Sync`).
 //!
-//! A peer with a gap asks for this node's published state. The service opens
+//! A peer with a gap asks for this node's published state since the update
+//! it holds (a delta, or the whole state when that is too old). The service opens
 //! the sealed request, then asks the gossip task for the state as of its
 //! latest update through a bounded channel of its own ([`StateRequest`]), so
 //! it never shares the task's state or its command queue.
@@ -22,8 +23,12 @@ use crate::{
 /// bytes, and nothing bigger is decoded before its MAC is checked.
 const MAX_REQUEST_BYTES: usize = 1024;
 
-/// A request to the gossip task for this node's published full state.
-pub(crate) type StateRequest = oneshot::Sender<NodeState>;
+/// A request to the gossip task for this node's published state, as a
+/// puller that holds every update up to `since` needs it.
+pub(crate) struct StateRequest {
+    pub(crate) since: u64,
+    pub(crate) reply: oneshot::Sender<NodeState>,
+}
 
 /// The gRPC service peers pull full state from.
 #[derive(Clone)]
@@ -80,7 +85,10 @@ impl SyncApi for SyncService {
         }
         let (reply, answer) = oneshot::channel();
         self.state_requests
-            .send(reply)
+            .send(StateRequest {
+                since: pull.since,
+                reply,
+            })
             .await
             .map_err(|_| Status::unavailable("node is shutting down"))?;
         let state = answer.await.map_err(|_| Status::unavailable("node is shutting down"))?;

@@ -774,6 +774,7 @@ proptest! {
                         incarnation,
                         seq,
                         counts: counts.into_iter().map(|(t, count, version)| (topic(t), count, version)).collect(),
+                        delta_since: None,
                     };
                     let outcome = state.apply_full_state(&full, now);
                     if matches!(outcome, Outcome::Changed | Outcome::Unchanged) {
@@ -821,6 +822,7 @@ fn full_state_of(state: NodeState, target: &str) -> Option<FullState> {
         incarnation: node.incarnation,
         seq: state.seq,
         counts,
+        delta_since: state.delta.then_some(state.since),
     })
 }
 
@@ -838,8 +840,14 @@ fn apply_pulled(full: &FullState, limits: PeerLimits) -> Result<(), TestCaseErro
     let now = Instant::now();
     state.member_up(&full.name, full.incarnation, now);
     let outcome = state.apply_full_state(full, now);
-    let too_many = full.counts.len() > limits.max_topics;
+    let live = full.counts.iter().filter(|(_, count, _)| *count > 0).count();
+    let too_many = live > limits.max_topics;
     let too_high = full.counts.iter().any(|(_, count, _)| *count > limits.max_count);
+    // A delta from a seq the fresh node does not hold cannot apply.
+    if full.delta_since.is_some_and(|since| since > 0) {
+        prop_assert_eq!(outcome, Outcome::Stale);
+        return Ok(());
+    }
     match outcome {
         Outcome::Refused(_) => prop_assert!(too_many || too_high),
         Outcome::Changed | Outcome::Unchanged => {
@@ -877,6 +885,8 @@ fn node_state() -> impl Strategy<Value = NodeState> {
                 .into_iter()
                 .map(|(topic, count, version)| TopicCount { topic, count, version })
                 .collect(),
+            delta: seq % 2 == 0,
+            since: seq / 2,
         })
 }
 
@@ -1040,6 +1050,7 @@ impl LiveNode {
                 name: self.name.clone(),
                 incarnation: 0,
             }),
+            since: 0,
         };
         self.sealer.seal_envelope(Kind::PullRequest, request.encode_to_vec())
     }
@@ -1213,6 +1224,7 @@ fn sync_server_pull_state() {
                                 name: PULL_TARGETS[target].to_owned(),
                                 incarnation,
                             }),
+                            since: incarnation,
                         };
                         mutate(request.encode_to_vec(), &mutations)
                     }
@@ -1679,6 +1691,7 @@ fn regression_a_full_state_at_the_last_seq_does_not_overflow() {
         incarnation: 1,
         seq: u64::MAX,
         counts: Vec::new(),
+        delta_since: None,
     };
     let outcome = state.apply_full_state(&full, now);
     assert!(matches!(outcome, Outcome::Changed | Outcome::Unchanged), "{outcome:?}");

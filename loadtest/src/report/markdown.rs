@@ -162,7 +162,7 @@ pub fn suite(results: &SuiteResults) -> String {
             let (trials, poll) = (c.trials, c.poll_ms);
             let busy = busy.map_or("?".into(), |b| thousands(b.rate_target));
             md += &format!(
-                "Convergence: {trials} trials per cluster, joins round-robin over the nodes, join and leave each at a random phase of the gossip tick, every node polled every {poll:.0} ms (figures are upper bounds by one poll). Busy: open-loop churn at {busy} cycles/s over 10 topics on all nodes. Quiet: one connection per topic spread over all nodes, nothing changing, read once the totals agreed and every node was back within 1.5× (+200 B/s) of its idle gossip rate (the tail column says how long that took). Gossip is UDP payload from `headcount_gossip_sent_bytes_total`; full-state pulls go over gRPC and are not in it.\n\n"
+                "Convergence: {trials} trials per cluster, joins round-robin over the nodes, join and leave each at a random phase of the gossip tick, every node polled every {poll:.0} ms (figures are upper bounds by one poll). Busy: open-loop churn at {busy} cycles/s over 10 topics on all nodes. Quiet: one connection per topic spread over all nodes, nothing changing, read once the totals agreed and every node was back within 1.5× (+200 B/s) of its idle gossip rate (the tail column says how long that took). Gossip is UDP payload from `headcount_gossip_sent_bytes_total`; repair pulls (deltas and whole states) go over gRPC and are not in it.\n\n"
             );
         }
     }

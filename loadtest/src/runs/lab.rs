@@ -16,7 +16,7 @@ use crate::measure::{self, client::Api, hold::HoldReport};
 use crate::report::GossipReading;
 
 /// The counter of full-state pulls a node made.
-pub const PULLS: &str = "headcount_cluster_pulls_total";
+pub const PULLS: &str = "headcount_cluster_full_pulls_total";
 /// Node flags of the suite and the scale run: no per-IP cap in the way.
 pub const UNCAPPED: &str = "--max-connections-per-ip 1000000";
 

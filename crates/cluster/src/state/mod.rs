@@ -9,7 +9,8 @@
 //! update up to it is reflected: anything at or below it is stale, and a
 //! topic that dropped to zero at or below it can be forgotten (absence is
 //! zero). A node that announced a seq above what is contiguous has a gap,
-//! which full-state repair closes.
+//! which a pull closes: a delta of what changed after the watermark, or the
+//! node's whole state.
 //!
 //! Nodes are known by name and incarnation. Of the incarnations of one name,
 //! the newest is counted: a restarted node's old counts leave the sums the
@@ -58,7 +59,7 @@ pub struct Update {
     pub counts: Vec<(Topic, u64)>,
 }
 
-/// A node's whole published state as of `seq`.
+/// A node's published state as of `seq`: whole, or a delta.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FullState {
     /// Origin node name.
@@ -67,8 +68,12 @@ pub struct FullState {
     pub incarnation: u64,
     /// The update this state reflects.
     pub seq: u64,
-    /// Every topic with a non-zero count, with the seq that last changed it.
+    /// Whole: every topic with a non-zero count. Delta: every topic set
+    /// after `delta_since`, zeros included. Each with the seq that last
+    /// changed it.
     pub counts: Vec<(Topic, u64, u64)>,
+    /// Some: a delta from this seq on; none: the whole state.
+    pub delta_since: Option<u64>,
 }
 
 /// What applying an update or a full state did.
@@ -97,8 +102,10 @@ pub struct NodeSummary {
     pub topics: u64,
     /// When an update or digest of this node was last accepted.
     pub last_heard: Instant,
-    /// Whether updates are missing (a full-state pull is due).
+    /// Whether updates are missing (a pull is due).
     pub gap: bool,
+    /// Every update up to this one is reflected: what a pull asks after.
+    pub watermark: u64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -287,15 +294,17 @@ impl ClusterState {
         outcome(changed)
     }
 
-    /// Applies a pulled full state.
+    /// Applies a pulled state, whole or delta. A delta applies only on top
+    /// of what it was asked for: from a seq this node already reflects.
     pub fn apply_full_state(&mut self, state: &FullState, now: Instant) -> Outcome {
         let Some(node) = self.nodes.get_mut(&NodeKey::new(&state.name, state.incarnation)) else {
             return Outcome::NotMember;
         };
-        if state.seq < node.watermark {
+        if state.seq < node.watermark || state.delta_since.is_some_and(|since| since > node.watermark) {
             return Outcome::Stale;
         }
-        if state.counts.len() > self.limits.max_topics {
+        let live_topics = state.counts.iter().filter(|(_, count, _)| *count > 0).count();
+        if live_topics > self.limits.max_topics {
             return Outcome::Refused(Refusal::TooManyTopics);
         }
         if state.counts.iter().any(|(_, count, _)| *count > self.limits.max_count) {
@@ -315,12 +324,17 @@ impl ClusterState {
             .iter()
             .map(|(topic, count, version)| (topic, (*count, *version)))
             .collect();
-        let absent: Vec<Topic> = node
-            .counts
-            .iter()
-            .filter(|(topic, value)| value.version <= state.seq && !present.contains_key(topic))
-            .map(|(topic, _)| topic.clone())
-            .collect();
+        // A whole state says every topic it lacks is 0; a delta only speaks
+        // for the topics it holds.
+        let absent: Vec<Topic> = match state.delta_since {
+            Some(_) => Vec::new(),
+            None => node
+                .counts
+                .iter()
+                .filter(|(topic, value)| value.version <= state.seq && !present.contains_key(topic))
+                .map(|(topic, _)| topic.clone())
+                .collect(),
+        };
         for topic in absent {
             changed |= set(node, &mut self.totals, &topic, 0, state.seq);
         }
@@ -367,6 +381,7 @@ impl ClusterState {
                 topics: node.topics,
                 last_heard: node.last_heard,
                 gap: node.highest_seen > node.watermark,
+                watermark: node.watermark,
             })
     }
 }

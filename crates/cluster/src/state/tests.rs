@@ -2,6 +2,7 @@
 
 use super::*;
 use proptest::prelude::*;
+use std::collections::HashSet;
 
 fn topic(name: &str) -> Topic {
     Topic::new(name).expect("valid")
@@ -30,6 +31,14 @@ fn full(seq: u64, counts: &[(&str, u64, u64)]) -> FullState {
         incarnation: 1,
         seq,
         counts: counts.iter().map(|(t, c, v)| (topic(t), *c, *v)).collect(),
+        delta_since: None,
+    }
+}
+
+fn delta(since: u64, seq: u64, counts: &[(&str, u64, u64)]) -> FullState {
+    FullState {
+        delta_since: Some(since),
+        ..full(seq, counts)
     }
 }
 
@@ -160,6 +169,7 @@ fn a_digest_ahead_of_the_watermark_opens_a_gap_and_full_state_closes_it() {
         incarnation: 1,
         seq: 4,
         counts: vec![(topic("c"), 2, 3)],
+        delta_since: None,
     };
     assert_eq!(state.apply_full_state(&full, now), Outcome::Changed);
     assert_eq!(
@@ -172,6 +182,48 @@ fn a_digest_ahead_of_the_watermark_opens_a_gap_and_full_state_closes_it() {
 }
 
 #[test]
+fn a_delta_sets_what_it_holds_and_leaves_the_rest() {
+    let (mut state, now) = live();
+    state.apply_update(&update(1, &[("a", 5), ("b", 1)]), now);
+    state.apply_update(&update(4, &[]), now);
+    let repair = delta(1, 4, &[("a", 0, 3), ("c", 2, 2)]);
+    assert_eq!(state.apply_full_state(&repair, now), Outcome::Changed);
+    assert_eq!(
+        (state.count("a"), state.count("b"), state.count("c")),
+        (0, 1, 2),
+        "a dropped to 0, b unchanged since 1 stays, c is new"
+    );
+    assert_eq!(state.gaps().count(), 0);
+    assert_eq!(state.node("b", 1).map(|node| node.watermark), Some(4));
+}
+
+#[test]
+fn a_delta_from_beyond_the_watermark_is_not_applied() {
+    let (mut state, now) = live();
+    state.apply_update(&update(1, &[("a", 5)]), now);
+    state.apply_update(&update(5, &[]), now);
+    assert_eq!(
+        state.apply_full_state(&delta(3, 5, &[("c", 2, 4)]), now),
+        Outcome::Stale
+    );
+    assert_eq!(state.count("c"), 0, "updates 2 and 3 would be missing");
+    assert_eq!(state.gaps().count(), 1, "the gap stays open for a pull that fits");
+}
+
+#[test]
+fn a_delta_may_carry_more_zeros_than_the_topic_limit() {
+    let (mut state, now) = limited(10, 2);
+    state.apply_update(&update(1, &[("a", 1)]), now);
+    let zeros = delta(1, 2, &[("x", 0, 2), ("y", 0, 2), ("z", 0, 2), ("a", 2, 2)]);
+    assert_eq!(state.apply_full_state(&zeros, now), Outcome::Changed);
+    let too_many = delta(2, 3, &[("x", 1, 3), ("y", 1, 3), ("z", 1, 3)]);
+    assert_eq!(
+        state.apply_full_state(&too_many, now),
+        Outcome::Refused(Refusal::TooManyTopics)
+    );
+}
+
+#[test]
 fn an_old_full_state_does_not_undo_newer_updates() {
     let (mut state, now) = live();
     state.apply_update(&update(1, &[("a", 5)]), now);
@@ -181,6 +233,7 @@ fn an_old_full_state_does_not_undo_newer_updates() {
         incarnation: 1,
         seq: 2,
         counts: vec![(topic("a"), 6, 2)],
+        delta_since: None,
     };
     state.apply_full_state(&full, now);
     assert_eq!((state.count("a"), state.count("z")), (8, 1));
@@ -325,6 +378,7 @@ proptest! {
             incarnation: 1,
             seq: cut as u64,
             counts: at_cut.into_iter().filter(|(_, (c, _))| *c > 0).map(|(t, (c, v))| (t, c, v)).collect(),
+            delta_since: None,
         };
         let (mut state, now) = live();
         let skipped = skip.index(updates.len());
@@ -337,6 +391,45 @@ proptest! {
         // A lost update after the cut is still missing; deliver it late.
         state.apply_update(&updates[skipped], now);
         prop_assert_eq!(totals_of(&state), truth);
+    }
+
+    #[test]
+    fn a_delta_from_the_watermark_converges_to_the_same_view(
+        (updates, truth) in history(),
+        cut in any::<prop::sample::Index>(),
+        lost in proptest::collection::vec(any::<prop::sample::Index>(), 0..4),
+    ) {
+        // The receiver lost some updates before `cut`; a delta from its
+        // watermark to `cut` (zeros included, as the sender keeps them),
+        // then the updates after `cut`, must give the truth.
+        let cut = cut.index(updates.len()) + 1;
+        let lost: HashSet<usize> = lost.iter().map(|index| index.index(cut)).collect();
+        let (mut state, now) = live();
+        for (i, u) in updates[..cut].iter().enumerate() {
+            if !lost.contains(&i) {
+                state.apply_update(u, now);
+            }
+        }
+        let since = state.node("b", 1).map_or(0, |node| node.watermark);
+        let mut changed: HashMap<Topic, (u64, u64)> = HashMap::new();
+        for u in updates[..cut].iter().filter(|u| u.seq > since) {
+            for (t, c) in &u.counts {
+                changed.insert(t.clone(), (*c, u.seq));
+            }
+        }
+        let repair = FullState {
+            name: "b".into(),
+            incarnation: 1,
+            seq: cut as u64,
+            counts: changed.into_iter().map(|(t, (c, v))| (t, c, v)).collect(),
+            delta_since: Some(since),
+        };
+        prop_assert_ne!(state.apply_full_state(&repair, now), Outcome::Stale);
+        for u in &updates[cut..] {
+            state.apply_update(u, now);
+        }
+        prop_assert_eq!(totals_of(&state), truth);
+        prop_assert_eq!(state.gaps().count(), 0);
     }
 
     #[test]
