@@ -36,6 +36,9 @@ use crate::{
 pub const SCHEMA_VERSION: u64 = 1;
 /// The store's file inside the data directory.
 pub const FILE_NAME: &str = "history.redb";
+/// Memory redb may keep of the file (its default is 1 GiB, which a node
+/// holding a million websockets should not spend on history).
+const CACHE_BYTES: usize = 32 * 1024 * 1024;
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const ROWS: TableDefinition<(i32, &str, u64), (u64, u64, u64)> = TableDefinition::new("rows");
@@ -100,10 +103,13 @@ impl Store {
     /// Opens (or creates) the store under `dir`.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         fs::create_dir_all(dir).map_err(StoreError::Directory)?;
-        let db = Database::create(dir.join(FILE_NAME)).map_err(|error| match error {
-            redb::DatabaseError::DatabaseAlreadyOpen => StoreError::InUse,
-            other => db_error(other),
-        })?;
+        let db = Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .create(dir.join(FILE_NAME))
+            .map_err(|error| match error {
+                redb::DatabaseError::DatabaseAlreadyOpen => StoreError::InUse,
+                other => db_error(other),
+            })?;
         let txn = db.begin_write().map_err(db_error)?;
         let origin = {
             let mut meta = txn.open_table(META).map_err(db_error)?;

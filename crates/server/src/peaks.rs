@@ -1,11 +1,14 @@
 //! Peaks for the visit history: the highest cluster-wide count of each topic
 //! each day.
 //!
-//! Every second (the chart's step) one task reads every topic's cluster-wide
-//! count and hands the history only the topics that rose above the highest
-//! count it already handed over today, so a steady site costs the history
-//! nothing and a rising one a few entries per flush. Every node samples the
-//! same cluster-wide counts, so any of them may be the one whose peak wins.
+//! Every second (the chart's step) one task reads the cluster-wide count of
+//! every topic with connections on this node and hands the history only the
+//! topics that rose above the highest count it already handed over today,
+//! so a steady site costs the history nothing and a rising one a few entries
+//! per flush. A topic's peak is recorded by the nodes that hold it (every
+//! connection sits on one of them, and they all read the same cluster-wide
+//! count), not by every node: peaks replicate like views, and recording
+//! every topic everywhere would multiply that by the cluster size.
 
 use std::collections::HashMap;
 
@@ -24,7 +27,7 @@ struct Seen {
 
 impl Seen {
     /// The counts of `counts` that beat what was seen on `day`.
-    fn rises(&mut self, day: Day, counts: HashMap<Topic, u64>) -> Vec<(Topic, u64)> {
+    fn rises(&mut self, day: Day, counts: Vec<(Topic, u64)>) -> Vec<(Topic, u64)> {
         if self.day != Some(day) {
             self.day = Some(day);
             self.highest.clear();
@@ -52,7 +55,7 @@ pub(crate) async fn run(query: Query, history: History, shutdown: CancellationTo
             () = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        for (topic, count) in seen.rises(Day::today(), query.counts("")) {
+        for (topic, count) in seen.rises(Day::today(), query.local_topic_counts()) {
             history.record_count(&topic, count);
         }
     }
@@ -62,7 +65,7 @@ pub(crate) async fn run(query: Query, history: History, shutdown: CancellationTo
 mod tests {
     use super::*;
 
-    fn counts(pairs: &[(&str, u64)]) -> HashMap<Topic, u64> {
+    fn counts(pairs: &[(&str, u64)]) -> Vec<(Topic, u64)> {
         pairs
             .iter()
             .map(|(topic, count)| (Topic::new(topic).expect("valid"), *count))

@@ -186,6 +186,19 @@ impl Query {
         counts
     }
 
+    /// The cluster-wide count of every topic with connections on this node.
+    pub fn local_topic_counts(&self) -> Vec<(Topic, u64)> {
+        let view = self.view();
+        self.table
+            .snapshot()
+            .into_iter()
+            .map(|(topic, local)| {
+                let count = local.saturating_add(view.remote_count(&topic));
+                (topic, count)
+            })
+            .collect()
+    }
+
     /// Every member, this node first.
     pub fn members(&self) -> Members {
         let view = self.view();
