@@ -101,6 +101,17 @@ async fn a_node_restarted_with_its_clock_stepped_back_is_counted() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_live_nodes_with_one_name_hide_no_visitor() {
+    // A misconfiguration: two nodes started with the same --node-name.
+    let nodes = cluster(&["observer", "twin", "twin"]).await;
+    let refs: Vec<&TestNode> = nodes.iter().collect();
+    let _one = nodes[1].connect_n("news", 3).await;
+    let _other = nodes[2].connect_n("news", 2).await;
+    let _here = nodes[0].connect_n("news", 1).await;
+    converge(&refs, "news", 6, CONVERGE).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_pushes_follow_changes_on_other_nodes() {
     let nodes = cluster(&["a", "b"]).await;
     let mut watcher = headcount_tests::ws_connect(nodes[0].http, "/ws/live?watch=1")
