@@ -742,6 +742,7 @@ async fn silent_connections_are_closed_and_answering_ones_kept() {
     let timings = SessionTimings {
         ping_after: Duration::from_millis(100),
         idle_timeout: Duration::from_millis(400),
+        ..SessionTimings::default()
     };
     let node = TestNode::start(config(|c| c.session = timings)).await;
     // Never read: it never answers the server's pings.

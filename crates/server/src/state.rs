@@ -68,6 +68,9 @@ pub struct SessionTimings {
     pub ping_after: Duration,
     /// Silence after which the server closes the connection.
     pub idle_timeout: Duration,
+    /// How long a send may wait for a client that does not read (its
+    /// buffers are full) before the session ends.
+    pub send_timeout: Duration,
 }
 
 impl Default for SessionTimings {
@@ -75,6 +78,7 @@ impl Default for SessionTimings {
         Self {
             ping_after: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(90),
+            send_timeout: Duration::from_secs(10),
         }
     }
 }

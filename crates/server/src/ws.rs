@@ -46,8 +46,6 @@ pub const MAX_CLIENT_FRAME: usize = 1024;
 const READ_BUFFER: usize = 1024;
 /// A client that stops reading is disconnected once this much is queued.
 const MAX_WRITE_BUFFER: usize = 64 * 1024;
-/// How long a send may wait for a client that does not read.
-const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a closing session waits for the client's close reply.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
@@ -133,7 +131,13 @@ struct Session {
 impl Session {
     async fn run(mut self, mut socket: WebSocket) {
         if let Some((code, reason)) = self.serve(&mut socket).await {
-            Box::pin(close_gracefully(&mut socket, code, reason)).await;
+            Box::pin(close_gracefully(
+                &mut socket,
+                code,
+                reason,
+                self.app.timings.send_timeout,
+            ))
+            .await;
         }
     }
 
@@ -142,7 +146,10 @@ impl Session {
     async fn serve(&mut self, socket: &mut WebSocket) -> Option<(u16, &'static str)> {
         let timings = self.app.timings;
         let mut last_sent = self.app.query.count(&self.topic).count;
-        if send_count(socket, &self.topic, last_sent).await.is_err() {
+        if send_count(socket, &self.topic, last_sent, timings.send_timeout)
+            .await
+            .is_err()
+        {
             return None;
         }
         let mut last_heard = Instant::now();
@@ -170,7 +177,7 @@ impl Session {
                     let count = *self.updates.borrow_and_update();
                     if count != last_sent {
                         last_sent = count;
-                        if send_count(socket, &self.topic, count).await.is_err() {
+                        if send_count(socket, &self.topic, count, timings.send_timeout).await.is_err() {
                             return None;
                         }
                     }
@@ -179,7 +186,8 @@ impl Session {
                     if last_heard.elapsed() >= timings.idle_timeout {
                         return Some((CLOSE_NORMAL, "idle timeout"));
                     }
-                    if Box::pin(send(socket, Message::Ping(Default::default()))).await.is_err() {
+                    let ping = send(socket, Message::Ping(Default::default()), timings.send_timeout);
+                    if Box::pin(ping).await.is_err() {
                         return None;
                     }
                     let next = (Instant::now() + timings.ping_after).min(last_heard + timings.idle_timeout);
@@ -192,26 +200,26 @@ impl Session {
 
 /// Sends `{"topic":…,"count":N}`; boxed, so its state is not part of every
 /// idle session.
-async fn send_count(socket: &mut WebSocket, topic: &Topic, count: u64) -> Result<(), ()> {
+async fn send_count(socket: &mut WebSocket, topic: &Topic, count: u64, timeout: Duration) -> Result<(), ()> {
     let text = serde_json::to_string(&Push { topic, count }).unwrap_or_default();
-    Box::pin(send(socket, Message::Text(text.into()))).await
+    Box::pin(send(socket, Message::Text(text.into()), timeout)).await
 }
 
-/// Sends one message; a client that does not read it within
-/// [`SEND_TIMEOUT`] (its buffers are full) ends the session.
-async fn send(socket: &mut WebSocket, message: Message) -> Result<(), ()> {
-    match tokio::time::timeout(SEND_TIMEOUT, socket.send(message)).await {
+/// Sends one message; a client that does not read it within `timeout`
+/// (its buffers are full) ends the session.
+async fn send(socket: &mut WebSocket, message: Message, timeout: Duration) -> Result<(), ()> {
+    match tokio::time::timeout(timeout, socket.send(message)).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(_)) | Err(_) => Err(()),
     }
 }
 
-async fn close_gracefully(socket: &mut WebSocket, code: u16, reason: &'static str) {
+async fn close_gracefully(socket: &mut WebSocket, code: u16, reason: &'static str, send_timeout: Duration) {
     let frame = CloseFrame {
         code,
         reason: reason.into(),
     };
-    if send(socket, Message::Close(Some(frame))).await.is_err() {
+    if send(socket, Message::Close(Some(frame)), send_timeout).await.is_err() {
         return;
     }
     // Wait briefly for the client's close reply so the close handshake
