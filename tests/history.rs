@@ -208,3 +208,63 @@ async fn a_node_without_history_says_so() {
     );
     node.stop().await;
 }
+
+/// A history push from a peer that claims `views` views of `TOPIC` today,
+/// sealed with `secret`.
+fn forged_push(secret: &str, views: u64, topic: &str) -> headcount_proto::cluster::Envelope {
+    use headcount_proto::cluster::{HistoryBatch, HistoryPush, HistoryRow, Kind};
+    use prost::Message;
+    let sealer = headcount_cluster::envelope::Sealer::new(Some(secret.as_bytes()), 64 * 1024);
+    let today = headcount_history::Day::today().number();
+    let push = HistoryPush {
+        flushed: None,
+        batch: Some(HistoryBatch {
+            rows: vec![HistoryRow {
+                origin: 42,
+                day: today,
+                topic: topic.into(),
+                version: 1,
+                views,
+                peak: 0,
+            }],
+            ..Default::default()
+        }),
+    };
+    sealer.seal_envelope(Kind::HistoryPush, push.encode_to_vec())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_from_peers_is_taken_only_sealed_with_the_secret_and_valid() {
+    use headcount_proto::cluster::history_client::HistoryClient;
+    const SECRET: &str = "the-history-cluster-secret";
+    let mut config = test_config("a");
+    config.cluster_secret = Some(headcount_server::ClusterSecret::new(SECRET.as_bytes().to_vec()).expect("long"));
+    let node = TestNode::start(config).await;
+    let mut peer = HistoryClient::connect(format!("http://{}", node.grpc))
+        .await
+        .expect("grpc connects");
+
+    let forged = peer
+        .push(forged_push("another-secret-entirely", 1_000, TOPIC))
+        .await
+        .expect_err("another secret");
+    assert_eq!(forged.code(), tonic::Code::Unauthenticated, "{forged}");
+    let invalid = peer
+        .push(forged_push(SECRET, 1_000, ""))
+        .await
+        .expect_err("an invalid topic");
+    assert_eq!(invalid.code(), tonic::Code::InvalidArgument, "{invalid}");
+    assert_eq!(views(&node).await, 0, "neither changed anything");
+
+    peer.push(forged_push(SECRET, 7, TOPIC))
+        .await
+        .expect("a peer with the secret");
+    assert_eq!(views(&node).await, 7, "a sealed, valid row is merged");
+    peer.push(forged_push(SECRET, 3, TOPIC)).await.expect("an older copy");
+    assert_eq!(
+        views(&node).await,
+        7,
+        "rows merge by maximum: a peer cannot take views away"
+    );
+    node.stop().await;
+}
