@@ -6,7 +6,7 @@
 
 #![allow(missing_docs)]
 
-use std::{hint::black_box, net::IpAddr, sync::Arc, time::Duration};
+use std::{hint::black_box, net::IpAddr, time::Duration};
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use headcount_counter::Topic;
@@ -14,7 +14,7 @@ use headcount_history::{
     Day, History, HistoryConfig,
     sketch::Visitors,
     store::{FILE_NAME, Store},
-    tally::{Pending, TopicTally, site_of},
+    tally::{Pending, TopicTally},
 };
 use prometheus_client::registry::Registry;
 
@@ -35,8 +35,6 @@ fn busy_day() -> Pending {
         for visitor in 0..VISITORS_PER_TOPIC {
             tally.visitors.insert(i * VISITORS_PER_TOPIC + visitor);
         }
-        let site: Arc<str> = site_of(&topic).into();
-        pending.sites.entry((day, site)).or_default().merge(&tally.visitors);
         pending.topics.insert((day, topic), tally);
     }
     pending

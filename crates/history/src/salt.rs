@@ -54,7 +54,11 @@ impl Salt {
     fn key(&self, client: IpAddr, user_agent: &str, site: &str) -> u64 {
         let mut hash = Sha256::new();
         hash.update(self.bytes);
-        for part in [client.to_string().as_bytes(), user_agent.as_bytes(), site.as_bytes()] {
+        let address = match client {
+            IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+            IpAddr::V6(v6) => v6.octets(),
+        };
+        for part in [&address[..], user_agent.as_bytes(), site.as_bytes()] {
             // Length prefixes keep ("ab", "c") and ("a", "bc") apart.
             hash.update(u64::try_from(part.len()).unwrap_or(u64::MAX).to_be_bytes());
             hash.update(part);

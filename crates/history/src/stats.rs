@@ -181,9 +181,9 @@ pub(crate) fn list_stats(
     let visitors = match sites {
         Some(mut sites) => {
             let covered = PrefixSites::of(prefix);
-            for entry in pending.sites.iter() {
-                if entry.key().0 == day && covered.covers(&entry.key().1) {
-                    sites.merge(entry.value());
+            for ((site_day, site), visitors) in pending.sites() {
+                if site_day == day && covered.covers(&site) {
+                    sites.merge(&visitors);
                 }
             }
             sites.estimate()

@@ -193,15 +193,14 @@ impl Store {
             }
             batch.rows.push(row);
         }
-        for entry in pending.sites.iter() {
-            let ((day, site), visitors) = (entry.key().clone(), entry.value().clone());
+        for ((day, site), visitors) in pending.sites() {
             if day < keep_from {
                 continue;
             }
             let part = SketchPart {
                 day,
                 scope: Scope::Site,
-                name: site.to_string(),
+                name: site,
                 visitors,
             };
             writer.merge_sketch(&part)?;
@@ -544,13 +543,19 @@ impl<'txn> Writer<'txn> {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use super::*;
     use crate::tally::TopicTally;
 
     fn day(text: &str) -> Day {
         Day::parse(text).expect("valid")
+    }
+
+    fn tempdir() -> tempfile::TempDir {
+        tempfile::tempdir().expect("tempdir")
+    }
+
+    fn open(dir: &tempfile::TempDir) -> Store {
+        Store::open(dir.path()).expect("open")
     }
 
     fn topic(name: &str) -> Topic {
@@ -567,13 +572,10 @@ mod tests {
             peak: views,
             ..Default::default()
         };
-        let mut site = Visitors::new();
         for key in first..first + views {
             tally.visitors.insert(key);
-            site.insert(key);
         }
         pending.topics.insert((day(on), topic(name)), tally);
-        pending.sites.insert((day(on), Arc::from(site_of(name))), site);
         pending
     }
 
@@ -615,14 +617,8 @@ mod tests {
 
     #[test]
     fn pulls_carry_what_changed_and_nothing_twice() {
-        let (dir_a, dir_b) = (
-            tempfile::tempdir().expect("tempdir"),
-            tempfile::tempdir().expect("tempdir"),
-        );
-        let (a, b) = (
-            Store::open(dir_a.path()).expect("open"),
-            Store::open(dir_b.path()).expect("open"),
-        );
+        let (dir_a, dir_b) = (tempdir(), tempdir());
+        let (a, b) = (open(&dir_a), open(&dir_b));
         a.flush(&pending("2026-11-29", "s/old", 4, 0), day(LONG_AGO))
             .expect("flush");
         a.flush(&pending("2026-11-30", "s/new", 2, 100), day(LONG_AGO))
@@ -671,14 +667,8 @@ mod tests {
 
     #[test]
     fn a_push_after_a_lost_one_does_not_claim_the_gap() {
-        let (dir_a, dir_b) = (
-            tempfile::tempdir().expect("tempdir"),
-            tempfile::tempdir().expect("tempdir"),
-        );
-        let (a, b) = (
-            Store::open(dir_a.path()).expect("open"),
-            Store::open(dir_b.path()).expect("open"),
-        );
+        let (dir_a, dir_b) = (tempdir(), tempdir());
+        let (a, b) = (open(&dir_a), open(&dir_b));
         let lost = a
             .flush(&pending("2026-11-30", "s/a", 1, 0), day(LONG_AGO))
             .expect("flush");
@@ -698,14 +688,8 @@ mod tests {
 
     #[test]
     fn answers_are_cut_between_flushes_and_resume() {
-        let (dir_a, dir_b) = (
-            tempfile::tempdir().expect("tempdir"),
-            tempfile::tempdir().expect("tempdir"),
-        );
-        let (a, b) = (
-            Store::open(dir_a.path()).expect("open"),
-            Store::open(dir_b.path()).expect("open"),
-        );
+        let (dir_a, dir_b) = (tempdir(), tempdir());
+        let (a, b) = (open(&dir_a), open(&dir_b));
         for flush in 0..5u64 {
             let many = Pending::default();
             for i in 0..3 {
@@ -761,15 +745,9 @@ mod tests {
 
     #[test]
     fn a_store_restored_from_an_old_copy_numbers_past_what_peers_hold() {
-        let (dir_a, dir_b) = (
-            tempfile::tempdir().expect("tempdir"),
-            tempfile::tempdir().expect("tempdir"),
-        );
+        let (dir_a, dir_b) = (tempdir(), tempdir());
         let backup = tempfile::tempdir().expect("tempdir");
-        let (a, b) = (
-            Store::open(dir_a.path()).expect("open"),
-            Store::open(dir_b.path()).expect("open"),
-        );
+        let (a, b) = (open(&dir_a), open(&dir_b));
         a.flush(&pending("2026-11-30", "s/a", 1, 0), day(LONG_AGO))
             .expect("flush");
         drop(a);

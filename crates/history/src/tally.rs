@@ -1,14 +1,17 @@
 //! What this node counted since its last flush, in memory.
 //!
 //! The websocket join path writes here and nowhere else: a view adds one to
-//! its (day, topic) and the visitor key goes into that day's sketches of the
-//! topic and of its site. Entries live in [`DashMap`]s, so joins on
-//! different topics do not wait for each other; the flush swaps the whole
-//! tally out under a write lock held only for the swap.
+//! its (day, topic) and the visitor key goes into that day's sketch of the
+//! topic. A site's visitors are the union of its topics' sketches (the key
+//! does not depend on the path), so they are derived when flushed or read,
+//! not kept here. Entries live in a [`DashMap`], so joins on different
+//! topics do not wait for each other; the flush swaps the whole tally out
+//! under a write lock held only for the swap.
 
 use std::{
+    collections::BTreeMap,
     mem,
-    sync::{Arc, PoisonError, RwLock},
+    sync::{PoisonError, RwLock},
 };
 
 use dashmap::DashMap;
@@ -33,14 +36,29 @@ pub struct TopicTally {
 pub struct Pending {
     /// Per (day, topic).
     pub topics: DashMap<(Day, Topic), TopicTally>,
-    /// Visitors per (day, site).
-    pub sites: DashMap<(Day, Arc<str>), Visitors>,
 }
 
 impl Pending {
     /// Whether nothing was counted.
     pub fn is_empty(&self) -> bool {
-        self.topics.is_empty() && self.sites.is_empty()
+        self.topics.is_empty()
+    }
+
+    /// The visitors of every (day, site) counted, each the union of its
+    /// topics' sketches.
+    pub fn sites(&self) -> BTreeMap<(Day, String), Visitors> {
+        let mut by_site: BTreeMap<(Day, String), Vec<Visitors>> = BTreeMap::new();
+        for entry in self.topics.iter().filter(|entry| !entry.visitors.is_empty()) {
+            let (day, topic) = entry.key();
+            by_site
+                .entry((*day, site_of(topic).to_owned()))
+                .or_default()
+                .push(entry.visitors.clone());
+        }
+        by_site
+            .into_iter()
+            .map(|(key, sketches)| (key, Visitors::union(&sketches)))
+            .collect()
     }
 }
 
@@ -71,16 +89,9 @@ impl Tally {
     pub(crate) fn view(&self, day: Day, topic: &Topic, key: u64) {
         let pending = self.pending.read().unwrap_or_else(PoisonError::into_inner);
         self.views.inc();
-        {
-            let mut entry = pending.topics.entry((day, topic.clone())).or_default();
-            entry.views = entry.views.saturating_add(1);
-            entry.visitors.insert(key);
-        }
-        pending
-            .sites
-            .entry((day, site_of(topic).into()))
-            .or_default()
-            .insert(key);
+        let mut entry = pending.topics.entry((day, topic.clone())).or_default();
+        entry.views = entry.views.saturating_add(1);
+        entry.visitors.insert(key);
     }
 
     /// Records that `topic` was seen at `count` cluster-wide on `day`.
@@ -142,8 +153,9 @@ mod tests {
         assert_eq!(tally.views.get(), 0);
         let entry = pending.topics.get(&(day, post)).expect("counted");
         assert_eq!((entry.views, entry.peak, entry.visitors.estimate()), (2, 5, 1));
-        let site = pending.sites.get(&(day, Arc::from("example.com"))).expect("site");
-        assert_eq!(site.estimate(), 2);
+        let sites = pending.sites();
+        let site = sites.get(&(day, "example.com".to_owned())).expect("site");
+        assert_eq!(site.estimate(), 2, "visitors 1 and 2 over the site's two pages");
         assert!(tally.take().is_empty(), "taking empties the tally");
     }
 }

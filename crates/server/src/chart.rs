@@ -65,17 +65,25 @@ impl Ring {
 /// each new chart on `chart`.
 pub async fn run(query: Query, chart: watch::Sender<Arc<ChartSnapshot>>, shutdown: CancellationToken) {
     let mut ring = Ring::default();
+    every_step(shutdown, || {
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |since| u64::try_from(since.as_millis()).unwrap_or(u64::MAX));
+        chart.send_replace(Arc::new(ring.record(query.total(), now_ms)));
+    })
+    .await;
+}
+
+/// Runs `sample` every [`STEP`] (at once first; a late tick is not caught
+/// up) until `shutdown`: the clock of the node's per-second samplers.
+pub(crate) async fn every_step(shutdown: CancellationToken, mut sample: impl FnMut()) {
     let mut tick = tokio::time::interval(STEP);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
-            _ = tick.tick() => {}
+            _ = tick.tick() => sample(),
         }
-        let now_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |since| u64::try_from(since.as_millis()).unwrap_or(u64::MAX));
-        chart.send_replace(Arc::new(ring.record(query.total(), now_ms)));
     }
 }
 

@@ -16,7 +16,7 @@ use headcount_counter::Topic;
 use headcount_history::{Day, History};
 use tokio_util::sync::CancellationToken;
 
-use crate::{chart::STEP, query::Query};
+use crate::{chart::every_step, query::Query};
 
 /// The highest counts already handed over, for one day.
 #[derive(Debug, Default)]
@@ -44,21 +44,16 @@ impl Seen {
     }
 }
 
-/// Samples counts every [`STEP`] and records rises in `history` until
+/// Samples counts every [`STEP`](crate::chart::STEP) and records rises in `history` until
 /// `shutdown`.
 pub(crate) async fn run(query: Query, history: History, shutdown: CancellationToken) {
     let mut seen = Seen::default();
-    let mut tick = tokio::time::interval(STEP);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            _ = tick.tick() => {}
-        }
+    every_step(shutdown, || {
         for (topic, count) in seen.rises(Day::today(), query.local_topic_counts()) {
             history.record_count(&topic, count);
         }
-    }
+    })
+    .await;
 }
 
 #[cfg(test)]
