@@ -111,7 +111,8 @@ impl History {
     }
 
     /// Counts a view of `topic` by the client at `client` with `user_agent`.
-    /// The visitor key is made, put into the day's sketches, and dropped.
+    /// The visitor key is made, put into the day's sketch of the topic, and
+    /// dropped.
     pub fn record_view(&self, topic: &Topic, client: IpAddr, user_agent: &str) {
         let day = Day::today();
         let key = self.0.salts.key(day, client, user_agent, site_of(topic));
