@@ -352,7 +352,7 @@ async fn a_late_joiner_pulls_the_whole_state_and_a_burst_is_repaired_by_a_delta(
     const WITHIN: Duration = Duration::from_secs(15);
     let mut config = test_config("a");
     config.max_connections_per_ip = 10_000;
-    config.gossip_interval = X;
+    config.timings.gossip_interval = X;
     let a = TestNode::start(config).await;
     let mut sockets = Vec::new();
     for i in 0..1_500 {
@@ -360,7 +360,7 @@ async fn a_late_joiner_pulls_the_whole_state_and_a_burst_is_repaired_by_a_delta(
     }
     let mut config = test_config("b");
     config.seeds = vec![a.gossip.to_string()];
-    config.gossip_interval = X;
+    config.timings.gossip_interval = X;
     let b = TestNode::start(config).await;
     wait_for_members(&[&a, &b], 2, JOIN).await;
     eventually(WITHIN, "b sees a's 1,500 topics", || async {

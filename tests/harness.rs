@@ -44,9 +44,9 @@ pub const TEST_FLUSH_INTERVAL: Duration = Duration::from_millis(200);
 /// that restarts a node on the same disk sets [`history_in`] instead.
 pub fn test_config(name: &str) -> NodeConfig {
     let mut config = NodeConfig::new(NodeName::new(name).expect("valid node name"));
-    config.gossip_interval = TEST_GOSSIP_INTERVAL;
+    config.timings.gossip_interval = TEST_GOSSIP_INTERVAL;
     config.push_interval = Duration::from_millis(100);
-    config.suspect_timeout = Duration::from_millis(1500);
+    config.timings.suspect_timeout = Duration::from_millis(1500);
     config.shards = 2;
     config.history = None;
     config

@@ -2,7 +2,8 @@
 //! so that the two sides of a healed partition find each other again.
 //!
 //! Announces back off per member (1 s, 2 s, 4 s, … up to
-//! [`ANNOUNCE_BACKOFF_MAX`]) and stop after [`LIST_DOWN_FOR`]; at most
+//! [`Timings::announce_backoff_max`]) and stop after
+//! [`Timings::list_down_for`]; at most
 //! [`MAX_DOWN_LISTED`] members are kept, the oldest forgotten first. So a
 //! forged member with someone else's address turns this node into a
 //! reflector of at most a few packets a minute, for a few minutes. Plain
@@ -14,10 +15,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::{
-    identity::NodeId,
-    timings::{ANNOUNCE_BACKOFF_MAX, ANNOUNCE_INTERVAL, LIST_DOWN_FOR},
-};
+use crate::{identity::NodeId, timings::Timings};
 
 /// Most down members remembered.
 pub(crate) const MAX_DOWN_LISTED: usize = 256;
@@ -31,12 +29,25 @@ struct Down {
 }
 
 /// The members declared down, by gossip address.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct DownMembers {
     members: HashMap<SocketAddr, Down>,
+    first_wait: Duration,
+    max_wait: Duration,
+    listed_for: Duration,
 }
 
 impl DownMembers {
+    /// An empty list that announces and forgets on `timings`.
+    pub(crate) fn new(timings: &Timings) -> Self {
+        Self {
+            members: HashMap::new(),
+            first_wait: timings.announce_interval,
+            max_wait: timings.announce_backoff_max,
+            listed_for: timings.list_down_for,
+        }
+    }
+
     /// `id` was declared down at `now`.
     pub(crate) fn went_down(&mut self, id: &NodeId, now: Instant) {
         self.members.insert(
@@ -44,8 +55,8 @@ impl DownMembers {
             Down {
                 id: id.clone(),
                 since: now,
-                next_announce: now + ANNOUNCE_INTERVAL,
-                wait: ANNOUNCE_INTERVAL,
+                next_announce: now + self.first_wait,
+                wait: self.first_wait,
             },
         );
         while self.members.len() > MAX_DOWN_LISTED {
@@ -76,16 +87,17 @@ impl DownMembers {
         self.members.values().map(|down| &down.id)
     }
 
-    /// Forgets members down for longer than [`LIST_DOWN_FOR`]; returns those
+    /// Forgets members listed for longer than they are to be; returns those
     /// due an announce at `now`, and schedules their next one.
     pub(crate) fn due(&mut self, now: Instant) -> Vec<SocketAddr> {
+        let listed_for = self.listed_for;
         self.members
-            .retain(|_, down| now.duration_since(down.since) < LIST_DOWN_FOR);
+            .retain(|_, down| now.duration_since(down.since) < listed_for);
         self.members
             .iter_mut()
             .filter(|(_, down)| down.next_announce <= now)
             .map(|(addr, down)| {
-                down.wait = (down.wait * 2).min(ANNOUNCE_BACKOFF_MAX);
+                down.wait = (down.wait * 2).min(self.max_wait);
                 down.next_announce = now + down.wait;
                 *addr
             })
@@ -108,7 +120,8 @@ mod tests {
     #[test]
     fn announces_back_off_then_stop() {
         let start = Instant::now();
-        let mut down = DownMembers::default();
+        let timings = Timings::DEFAULT;
+        let mut down = DownMembers::new(&timings);
         down.went_down(&id(1), start);
         let mut announced = Vec::new();
         for second in 0..400 {
@@ -120,13 +133,14 @@ mod tests {
         assert_eq!(&announced[..5], &[1, 3, 7, 15, 31], "doubling from 1 s");
         let gaps: Vec<u64> = announced.windows(2).map(|pair| pair[1] - pair[0]).collect();
         assert!(
-            gaps.iter().all(|gap| *gap <= ANNOUNCE_BACKOFF_MAX.as_secs()),
+            gaps.iter().all(|gap| *gap <= timings.announce_backoff_max.as_secs()),
             "{gaps:?}"
         );
         assert!(announced.len() < 20, "a few a minute at most: {announced:?}");
         assert!(
-            announced.iter().all(|second| *second < LIST_DOWN_FOR.as_secs()),
-            "none after {LIST_DOWN_FOR:?}"
+            announced.iter().all(|second| *second < timings.list_down_for.as_secs()),
+            "none after {:?}",
+            timings.list_down_for
         );
         assert!(!down.contains(addr(1)), "forgotten");
     }
@@ -134,7 +148,7 @@ mod tests {
     #[test]
     fn the_list_is_bounded_and_a_member_that_comes_up_leaves_it() {
         let now = Instant::now();
-        let mut down = DownMembers::default();
+        let mut down = DownMembers::new(&Timings::DEFAULT);
         for port in 0..(MAX_DOWN_LISTED as u16 + 10) {
             down.went_down(&id(port), now + Duration::from_millis(u64::from(port)));
         }

@@ -8,14 +8,16 @@
 //! the caller counts in metrics; nothing here panics or allocates beyond the
 //! input's size.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use headcount_proto::cluster::{Envelope, Kind};
 use hmac::{Hmac, Mac};
 use prost::Message;
 use sha2::Sha256;
 
-use crate::timings::REPLAY_WINDOW;
+/// How far a sender's clock may be from ours, both ways, before its
+/// envelopes are refused as replays.
+pub const REPLAY_WINDOW: Duration = Duration::from_secs(10);
 
 type HmacSha256 = Hmac<Sha256>;
 

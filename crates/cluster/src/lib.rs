@@ -2,17 +2,18 @@
 //!
 //! Membership and failure detection are SWIM (foca) over UDP. Every gossip
 //! interval a node sends the topics whose local count changed, as absolute
-//! counts tagged with its incarnation and a sequence number, riding foca's
-//! custom broadcasts; a node that sees a gap pulls what changed on that peer over
+//! counts tagged with its incarnation and a sequence number, straight to
+//! every member; a node that sees a gap pulls what changed on that peer over
 //! gRPC. The merged result is a [`ClusterView`] that readers get through a
-//! `watch` channel. `docs/protocol.md` explains the protocol; [`timings`]
-//! holds every fixed timing of it.
+//! `watch` channel. `docs/protocol.md` explains the protocol; [`Timings`]
+//! holds every timing of it.
 //!
-//! IO-free cores: [`state`] (merge rules), [`broadcast`] (codec and
-//! de-duplication), [`envelope`] (authentication), `published` (this node's
-//! side of the wire). The runtime: the gossip task that owns foca and the
-//! seed announcer (`gossip`), and the two ends of repair (`sync_client`,
-//! `sync_server`).
+//! IO-free: [`node`] (the protocol core of a node: foca, repair, the
+//! view), [`state`] (merge rules), [`broadcast`] (codec and origin check),
+//! [`envelope`] (authentication), `published` (this node's side of the
+//! wire), [`timings`]. The runtime: the gossip task that carries out the
+//! core's effects and the seed announcer (`gossip`), and the two ends of
+//! repair ([`sync_client`], `sync_server`).
 
 pub mod broadcast;
 mod down;
@@ -21,15 +22,16 @@ mod gossip;
 mod identity;
 mod link;
 mod metrics;
+pub mod node;
 mod published;
 pub mod state;
-mod sync_client;
+pub mod sync_client;
 mod sync_server;
 mod sync_tls;
 pub mod timings;
 mod view;
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{net::SocketAddr, sync::Arc};
 
 use headcount_counter::CounterTable;
 use prometheus_client::registry::Registry;
@@ -44,6 +46,7 @@ pub use link::PeerLink;
 pub use metrics::ClusterMetrics;
 pub use sync_client::PullError;
 pub use sync_server::SyncService;
+pub use timings::Timings;
 pub use view::{ClusterView, MemberInfo, MemberState};
 
 pub use envelope::{ClusterSecret, MIN_SECRET_BYTES, SecretTooShort};
@@ -69,10 +72,8 @@ pub struct ClusterConfig {
     pub sync_port: u16,
     /// `host:port` gossip addresses to join; resolved again on every try.
     pub seeds: Vec<String>,
-    /// How often changed counts are sent (X).
-    pub gossip_interval: Duration,
-    /// How long a suspected member may answer before it is declared down.
-    pub suspect_timeout: Duration,
+    /// Every timing of the protocol: X, the suspect timeout and the rest.
+    pub timings: Timings,
     /// Shared key authenticating every message; none: no authentication.
     pub secret: Option<ClusterSecret>,
     /// What a peer may claim: counts and topics beyond are refused.
@@ -127,8 +128,7 @@ impl Cluster {
             identity,
             link: link.clone(),
             peer_limits: config.peer_limits,
-            interval: config.gossip_interval,
-            suspect_timeout: config.suspect_timeout,
+            timings: config.timings,
         };
         let parts = GossipParts {
             socket,

@@ -12,7 +12,10 @@ use hyper_util::rt::TokioIo;
 use tokio_rustls::TlsConnector;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::{envelope::Sealer, sync_tls, timings::PULL_CONNECT_TIMEOUT};
+use crate::{envelope::Sealer, sync_tls};
+
+/// How long opening a channel to a peer may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Seals messages for peers and opens channels to their gRPC servers.
 #[derive(Clone)]
@@ -35,7 +38,7 @@ impl PeerLink {
     /// serves it); every call on the channel fails after `timeout`.
     pub async fn channel(&self, addr: SocketAddr, timeout: Duration) -> Result<Channel, tonic::transport::Error> {
         let endpoint = Endpoint::from_shared(format!("http://{addr}"))?
-            .connect_timeout(PULL_CONNECT_TIMEOUT)
+            .connect_timeout(CONNECT_TIMEOUT)
             .timeout(timeout);
         match &self.tls {
             None => endpoint.connect().await,

@@ -6,6 +6,8 @@
 //! a node with another secret can neither read nor feed counts; the answer
 //! must be about the node that was asked and hold only valid names and topics.
 
+use std::time::Duration;
+
 use headcount_counter::Topic;
 use headcount_proto::cluster::{Envelope, Kind, NodeState, PullStateRequest, TopicCount, sync_client::SyncClient};
 use prost::Message;
@@ -16,7 +18,6 @@ use crate::{
     identity::{NodeId, NodeName},
     link::PeerLink,
     state::FullState,
-    timings::PULL_TIMEOUT,
 };
 
 /// Why a pull failed.
@@ -37,16 +38,17 @@ pub enum PullError {
 }
 
 /// Pulls what changed on `target` after update `since` (the whole state if
-/// `since` is 0 or too old for it) from its sync server; an answer over
-/// `max_bytes` is refused unread.
+/// `since` is 0 or too old for it) from its sync server, within `timeout`;
+/// an answer over `max_bytes` is refused unread.
 pub(crate) async fn pull(
     link: &PeerLink,
     target: &NodeId,
     max_bytes: usize,
     since: u64,
+    timeout: Duration,
 ) -> Result<FullState, PullError> {
     let sealer = link.sealer();
-    let channel = link.channel(target.sync_addr(), PULL_TIMEOUT).await?;
+    let channel = link.channel(target.sync_addr(), timeout).await?;
     let mut client = SyncClient::new(channel).max_decoding_message_size(max_bytes);
     let request = PullStateRequest {
         target: Some(target.node_ref()),
@@ -61,7 +63,9 @@ pub(crate) async fn pull(
     decode_state(state, target)
 }
 
-fn decode_state(state: NodeState, target: &NodeId) -> Result<FullState, PullError> {
+/// Checks a peer's answer to a pull of `target` and turns it into what the
+/// merge rules take.
+pub fn decode_state(state: NodeState, target: &NodeId) -> Result<FullState, PullError> {
     let node = state.node.ok_or(PullError::Invalid("no node"))?;
     NodeName::new(&node.name).map_err(|_| PullError::Invalid("invalid node name"))?;
     if node.name != target.name {

@@ -54,10 +54,10 @@ use bytes::{Buf, BufMut};
 use foca::{Codec, Header, Member, PostcardCodec, State as SwimState};
 use headcount_cluster::{
     Cluster, ClusterConfig, ClusterSecret, MAX_NODE_NAME_BYTES, MIN_SECRET_BYTES, NodeId, NodeName, PeerLimits,
+    Timings,
     broadcast::{check_origin, decode_update, encode_update},
-    envelope::{DropReason, Sealer},
+    envelope::{DropReason, REPLAY_WINDOW, Sealer},
     state::{ClusterState, FullState, NodeKey, NodeSummary, Outcome, Update},
-    timings::REPLAY_WINDOW,
 };
 use headcount_counter::{CounterTable, MAX_TOPIC_BYTES, Topic};
 use headcount_proto::cluster::{
@@ -969,8 +969,10 @@ impl LiveNode {
             advertise: gossip,
             sync_port: 1,
             seeds: Vec::new(),
-            gossip_interval: Duration::from_millis(100),
-            suspect_timeout: Duration::from_millis(1500),
+            timings: Timings {
+                gossip_interval: Duration::from_millis(100),
+                ..Timings::DEFAULT
+            },
             secret: Some(ClusterSecret::new(LIVE_SECRET.to_vec()).expect("long enough")),
             peer_limits: limits,
             sync_tls: false,

@@ -51,11 +51,11 @@ pub struct Flags {
     pub node_name: Option<NodeName>,
 
     /// How often a node disseminates its changed counts (X).
-    #[arg(long, env = "HEADCOUNT_GOSSIP_INTERVAL", default_value_t = Interval(DEFAULTS.gossip_interval), value_name = "DURATION")]
+    #[arg(long, env = "HEADCOUNT_GOSSIP_INTERVAL", default_value_t = Interval(DEFAULTS.timings.gossip_interval), value_name = "DURATION")]
     pub gossip_interval: Interval,
 
     /// How long a suspected node may answer before it is declared down.
-    #[arg(long, env = "HEADCOUNT_SUSPECT_TIMEOUT", default_value_t = Interval(DEFAULTS.suspect_timeout), value_name = "DURATION")]
+    #[arg(long, env = "HEADCOUNT_SUSPECT_TIMEOUT", default_value_t = Interval(DEFAULTS.timings.suspect_timeout), value_name = "DURATION")]
     pub suspect_timeout: Interval,
 
     /// The most often a websocket or gRPC watcher is sent a changed count.

@@ -122,8 +122,8 @@ async fn node_config(flags: &Flags) -> anyhow::Result<NodeConfig> {
         .map(|seed| seed.trim().to_owned())
         .filter(|seed| !seed.is_empty())
         .collect();
-    config.gossip_interval = flags.gossip_interval.0;
-    config.suspect_timeout = flags.suspect_timeout.0;
+    config.timings.gossip_interval = flags.gossip_interval.0;
+    config.timings.suspect_timeout = flags.suspect_timeout.0;
     config.push_interval = flags.push_interval.0;
     if let Some(shards) = flags.shards {
         config.shards = usize::from(shards);

@@ -12,7 +12,7 @@
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use futures_util::Stream;
-use headcount_cluster::{Cluster, ClusterConfig, ClusterSecret, NodeName, PeerLimits};
+use headcount_cluster::{Cluster, ClusterConfig, ClusterSecret, NodeName, PeerLimits, Timings};
 use headcount_counter::CounterTable;
 use headcount_history::{History, HistoryConfig, HistorySync, StoreError};
 use headcount_proto::v1::{cluster_server::ClusterServer, counter_server::CounterServer, stats_server::StatsServer};
@@ -53,10 +53,9 @@ pub struct NodeConfig {
     pub advertise: Option<SocketAddr>,
     /// `host:port` gossip addresses to join.
     pub seeds: Vec<String>,
-    /// X: how often changed counts are disseminated.
-    pub gossip_interval: Duration,
-    /// How long a suspected member may answer before it is declared down.
-    pub suspect_timeout: Duration,
+    /// X (how often changed counts are disseminated), the suspect timeout
+    /// and the protocol's fixed timings.
+    pub timings: Timings,
     /// The most often a watcher is sent a changed count.
     pub push_interval: Duration,
     /// Local counter shards.
@@ -107,8 +106,7 @@ impl Default for NodeConfig {
             node_name: NodeName::of_this_host(),
             advertise: None,
             seeds: Vec::new(),
-            gossip_interval: Duration::from_secs(1),
-            suspect_timeout: Duration::from_millis(1500),
+            timings: Timings::DEFAULT,
             push_interval: Duration::from_secs(1),
             shards: std::thread::available_parallelism().map_or(1, usize::from),
             cluster_secret: None,
@@ -199,8 +197,7 @@ impl Node {
             advertise,
             sync_port: grpc_addr.port(),
             seeds: config.seeds.clone(),
-            gossip_interval: config.gossip_interval,
-            suspect_timeout: config.suspect_timeout,
+            timings: config.timings,
             secret: config.cluster_secret.clone(),
             sync_tls: config.tls.is_some(),
             first_incarnation: config.first_incarnation,
