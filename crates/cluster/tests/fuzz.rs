@@ -24,10 +24,10 @@
 //!   time.
 //! - **Sync messages**: `NodeState`, `PullStateRequest`, `Envelope`,
 //!   `CountUpdate` decoded from arbitrary bytes (prost never panics, decoding
-//!   is canonical). The pull answer's validation is private
-//!   (`sync_client::decode_state`), so its rules are replayed here on
-//!   decoded and structured states, and what passes is fed to the merge
-//!   rules, which must take it exactly as the protocol says.
+//!   is canonical). The pull answer's validation
+//!   (`sync_client::decode_state`) must accept exactly what an oracle of its
+//!   rules accepts, on decoded and structured states, and what passes is fed
+//!   to the merge rules, which must take it exactly as the protocol says.
 //! - **A running cluster layer** (`Cluster::start` on loopback, with a
 //!   secret): the sync service's `PullState` with any envelope, answered
 //!   exactly as the rules say; and datagrams into its gossip socket: SWIM
@@ -58,6 +58,7 @@ use headcount_cluster::{
     broadcast::{check_origin, decode_update, encode_update},
     envelope::{DropReason, REPLAY_WINDOW, Sealer},
     state::{ClusterState, FullState, NodeKey, NodeSummary, Outcome, Update},
+    sync_client::decode_state,
 };
 use headcount_counter::{CounterTable, MAX_TOPIC_BYTES, Topic};
 use headcount_proto::cluster::{
@@ -801,8 +802,8 @@ proptest! {
 
 // ----------------------------------------------------------- sync messages
 
-/// The checks `sync_client::decode_state` (private) makes on a pulled
-/// state, replayed from the protocol's rules.
+/// The checks a pulled state must pass, from the protocol's rules: the
+/// oracle `sync_client::decode_state` is held to.
 fn full_state_of(state: NodeState, target: &str) -> Option<FullState> {
     let node = state.node?;
     if !is_valid_node_name(&node.name) || node.name != target {
@@ -824,6 +825,21 @@ fn full_state_of(state: NodeState, target: &str) -> Option<FullState> {
         counts,
         delta_since: state.delta.then_some(state.since),
     })
+}
+
+/// What `sync_client::decode_state` makes of a state pulled from `target`,
+/// which must be what the rules say ([`full_state_of`]).
+fn pulled_state(state: NodeState, target: &str) -> Result<Option<FullState>, TestCaseError> {
+    let expected = full_state_of(state.clone(), target);
+    let target = NodeId {
+        name: target.to_owned(),
+        gossip: SocketAddr::from(([127, 0, 0, 1], 7946)),
+        sync_port: 7947,
+        incarnation: 1,
+    };
+    let decoded = decode_state(state, &target).ok();
+    prop_assert_eq!(&decoded, &expected);
+    Ok(decoded)
 }
 
 /// Decodes `bytes` as `M`; anything decoded re-encodes to the same message.
@@ -903,7 +919,7 @@ proptest! {
         decodes_canonically::<CountUpdate>(&bytes)?;
         if let Some(state) = decodes_canonically::<NodeState>(&bytes)? {
             let target = state.node.as_ref().map(|node| node.name.clone()).unwrap_or_default();
-            if let Some(full) = full_state_of(state, &target) {
+            if let Some(full) = pulled_state(state, &target)? {
                 apply_pulled(&full, limits)?;
             }
         }
@@ -917,7 +933,7 @@ proptest! {
         let target = state.node.as_ref().map(|node| node.name.clone()).unwrap_or_default();
         let bytes = mutate(state.encode_to_vec(), &mutations);
         let Some(decoded) = decodes_canonically::<NodeState>(&bytes)? else { return Ok(()) };
-        let full = full_state_of(decoded.clone(), &target);
+        let full = pulled_state(decoded.clone(), &target)?;
         if mutations.is_empty() {
             prop_assert_eq!(&decoded, &state);
             let valid = state.node.as_ref().is_some_and(|node| is_valid_node_name(&node.name))
