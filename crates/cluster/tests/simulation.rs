@@ -734,7 +734,7 @@ fn a_partition_splits_the_counts_and_heals() {
             sim.net.sides = Some((0..n).map(|node| u8::from(node >= n / 2)).collect());
             // The contract bounds the pruning of one crash; half the
             // cluster going at once takes SWIM longer.
-            let split = sim.run_until(3 * CRASH_PRUNED_WITHIN, Sim::agreed).ok_or_else(|| {
+            let split = sim.run_until(2 * CRASH_PRUNED_WITHIN, Sim::agreed).ok_or_else(|| {
                 sim.fail(format!(
                     "each side does not count what it can reach: {}",
                     sim.membership()
@@ -779,8 +779,8 @@ fn under_loss(sim: &mut Sim, loss: f64, within: Duration) -> Result<(), String> 
     let false_downs = (sim.rejoins() - rejoins_before) as f64 / node_hours;
     sim.crash(7);
     let pruned = sim
-        .run_until(2 * CRASH_PRUNED_WITHIN, Sim::agreed)
-        .ok_or_else(|| sim.fail(format!("a crash is not pruned within 10 s: {}", sim.membership())))?;
+        .run_until(CRASH_PRUNED_WITHIN, Sim::agreed)
+        .ok_or_else(|| sim.fail(format!("a crash is not pruned within 5 s: {}", sim.membership())))?;
     println!(
         "{:.0} % loss: agreement after changes {agreements:?}, after {:?} quiet {quiet:?}; \
          members falsely declared down (rejoined) {:.1} per node-hour; a crash pruned after {pruned:?}",
