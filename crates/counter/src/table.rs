@@ -1,5 +1,7 @@
-//! The local counting table: per topic, an array of cache-line-padded atomic
-//! slots, one per shard; a connection counts in the slot of its shard.
+//! The local counting table: per topic, a cache-line-padded atomic slot on
+//! each shard that has held a connection to it; a connection counts in the
+//! slot of its shard. A slot is made on its shard's first join of the topic,
+//! so a topic with one connection costs one slot, not one per shard.
 //!
 //! The join and leave of a connection touch only memory of their own shard:
 //! the shard's own topic index (a `DashMap` that only that shard's threads
@@ -12,8 +14,9 @@
 //! Invariants:
 //! - A slot's count is the number of live [`Presence`]s on it, so it is
 //!   never below zero and a topic's count is the sum of its slots.
-//! - Reclaiming a topic happens under the shared map's write lock and only
-//!   if every slot can be swapped from 0 to `RETIRED`. A join through a shard
+//! - Slots are made and reclaimed only under the shared map's write lock.
+//!   Reclaiming a topic happens only if every slot it has can be swapped
+//!   from 0 to `RETIRED`. A join through a shard
 //!   index refuses a retired slot and takes the slow path, which waits for
 //!   that lock; so no join ever lands on a reclaimed topic, and memory follows
 //!   the live topics, not the topics ever seen.
@@ -72,9 +75,9 @@ struct Shard {
     changed: CachePadded<Mutex<Vec<Arc<Slot>>>>,
 }
 
-/// A topic's slots, one per shard.
+/// A topic's slots, by shard: none on a shard that never held it.
 struct TopicEntry {
-    slots: Box<[Arc<Slot>]>,
+    slots: Box<[Option<Arc<Slot>>]>,
 }
 
 /// One shard's share of one topic.
@@ -116,21 +119,25 @@ impl Slot {
 }
 
 impl TopicEntry {
+    fn made(&self) -> impl Iterator<Item = &Arc<Slot>> {
+        self.slots.iter().flatten()
+    }
+
     fn total(&self) -> u64 {
-        self.slots.iter().map(|slot| slot.count()).sum()
+        self.made().map(|slot| slot.count()).sum()
     }
 
     /// Retires every slot if all are zero; otherwise changes nothing.
     /// Called under the map's write lock.
     fn retire_if_empty(&self) -> bool {
-        for (at, slot) in self.slots.iter().enumerate() {
+        for (at, slot) in self.made().enumerate() {
             if slot
                 .hot
                 .count
                 .compare_exchange(0, RETIRED, Ordering::SeqCst, Ordering::SeqCst)
                 .is_err()
             {
-                for retired in &self.slots[..at] {
+                for retired in self.made().take(at) {
                     retired.hot.count.store(0, Ordering::SeqCst);
                 }
                 return false;
@@ -195,11 +202,11 @@ impl CounterTable {
     fn join_through_map(&self, topic: &Topic, at: usize) -> Result<Arc<Slot>, JoinError> {
         let inner = &self.inner;
         match inner.topics.entry(topic.clone()) {
-            Entry::Occupied(entry) => {
+            Entry::Occupied(mut entry) => {
                 // Under the write lock no slot of a mapped topic is retired.
-                let slot = Arc::clone(&entry.get().slots[at]);
+                let slot = entry.get_mut().slots[at].get_or_insert_with(|| self.new_slot(topic, at));
                 slot.hot.count.fetch_add(1, Ordering::SeqCst);
-                Ok(slot)
+                Ok(Arc::clone(slot))
             }
             Entry::Vacant(vacant) => {
                 if inner.live_topics.fetch_add(1, Ordering::SeqCst) >= inner.max_topics {
@@ -208,22 +215,24 @@ impl CounterTable {
                         limit: inner.max_topics,
                     });
                 }
-                let slots: Box<[Arc<Slot>]> = (0..self.shards())
-                    .map(|shard| {
-                        Arc::new(Slot {
-                            hot: CachePadded::default(),
-                            topic: topic.clone(),
-                            shard,
-                            table: Arc::downgrade(&self.inner),
-                        })
-                    })
-                    .collect();
-                let slot = Arc::clone(&slots[at]);
+                let slot = self.new_slot(topic, at);
                 slot.hot.count.fetch_add(1, Ordering::SeqCst);
+                let mut slots: Box<[Option<Arc<Slot>>]> = (0..self.shards()).map(|_| None).collect();
+                slots[at] = Some(Arc::clone(&slot));
                 vacant.insert(TopicEntry { slots });
                 Ok(slot)
             }
         }
+    }
+
+    /// A slot of `topic` on shard `at`, at 0.
+    fn new_slot(&self, topic: &Topic, at: usize) -> Arc<Slot> {
+        Arc::new(Slot {
+            hot: CachePadded::default(),
+            topic: topic.clone(),
+            shard: at,
+            table: Arc::downgrade(&self.inner),
+        })
     }
 
     /// This node's live count for `topic` (0 when unknown).
@@ -294,16 +303,21 @@ impl Inner {
     /// Removes the topic of `slot` if every slot is zero, then its routes.
     fn reclaim(&self, slot: &Arc<Slot>) {
         let removed = self.topics.remove_if(slot.topic.as_str(), |_, entry| {
-            Arc::ptr_eq(&entry.slots[slot.shard], slot) && entry.retire_if_empty()
+            entry.slots[slot.shard]
+                .as_ref()
+                .is_some_and(|current| Arc::ptr_eq(current, slot))
+                && entry.retire_if_empty()
         });
         let Some((topic, entry)) = removed else {
             return;
         };
         self.live_topics.fetch_sub(1, Ordering::SeqCst);
         for (shard, retired) in self.shards.iter().zip(entry.slots.iter()) {
-            shard
-                .index
-                .remove_if(topic.as_str(), |_, routed| Arc::ptr_eq(routed, retired));
+            if let Some(retired) = retired {
+                shard
+                    .index
+                    .remove_if(topic.as_str(), |_, routed| Arc::ptr_eq(routed, retired));
+            }
         }
     }
 
@@ -400,6 +414,29 @@ mod tests {
         assert_eq!(table.count("news"), 1);
         drop(b);
         assert_eq!((table.count("news"), table.connections(), table.topics()), (0, 0, 0));
+    }
+
+    #[test]
+    fn a_topic_has_slots_only_on_the_shards_that_held_it() {
+        let table = CounterTable::new(4, 100);
+        let news = topic("news");
+        let slots = |table: &CounterTable| table.inner.topics.get("news").map_or(0, |entry| entry.made().count());
+        let first = table.join_on_shard(&news, 2).expect("room");
+        assert_eq!(slots(&table), 1);
+        let again = table.join_on_shard(&news, 2).expect("room");
+        let other = table.join_on_shard(&news, 0).expect("room");
+        assert_eq!((slots(&table), table.count("news")), (2, 3));
+        drop((first, again));
+        assert_eq!(table.count("news"), 1, "the other shard's presence still counts");
+        drop(other);
+        assert_eq!(
+            (slots(&table), table.topics()),
+            (0, 0),
+            "reclaimed with every slot it had"
+        );
+        let back = table.join_on_shard(&news, 1).expect("room");
+        assert_eq!((slots(&table), table.count("news")), (1, 1));
+        drop(back);
     }
 
     #[test]
