@@ -304,6 +304,37 @@ mod tests {
         );
     }
 
+    /// A flood of listings (each walks every topic) runs one at a time:
+    /// while one runs (here: its slot is held), the others wait at most
+    /// [`LISTING_WAIT`] and are turned away, instead of all walking the
+    /// topics at once as before. Time is paused, so the wait passes at once.
+    #[tokio::test(start_paused = true)]
+    async fn while_a_listing_runs_others_wait_then_are_turned_away() {
+        let (query, _held) = query_with(&[("blog/a", 2), ("news", 1)]);
+        let running = Arc::clone(&query.listing_slots)
+            .acquire_many_owned(u32::try_from(LISTING_SLOTS).expect("few slots"))
+            .await
+            .expect("open");
+        let started = tokio::time::Instant::now();
+        let flood: Vec<_> = (0..16)
+            .map(|_| {
+                let query = query.clone();
+                tokio::spawn(async move { query.list_for_request("", 10).await })
+            })
+            .collect();
+        for request in flood {
+            assert_eq!(request.await.expect("the request task ends"), Err(ListingBusy));
+        }
+        assert_eq!(
+            started.elapsed(),
+            LISTING_WAIT,
+            "turned away after the wait, not before"
+        );
+        drop(running);
+        let list = query.list_for_request("", 10).await.expect("a free slot");
+        assert_eq!(list.total, 3);
+    }
+
     #[test]
     fn members_list_this_node_first() {
         let (query, _held) = query_with(&[("x", 3)]);
