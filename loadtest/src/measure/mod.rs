@@ -109,6 +109,11 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
     field(&read(&format!("/proc/{pid}/status")), "VmRSS:")
 }
 
+/// MemAvailable of the machine (`/proc/meminfo`) in MiB: what can still be allocated without swapping or OOM.
+pub fn mem_available_mib() -> Option<u64> {
+    field(&read("/proc/meminfo"), "MemAvailable:").map(|kib| kib / 1024)
+}
+
 /// User plus system CPU time of `pid`, in microseconds.
 pub fn cpu_micros(pid: u32) -> Option<u64> {
     let stat = read(&format!("/proc/{pid}/stat"));

@@ -78,6 +78,38 @@ pub fn write_section(path: &Path, name: &str, body: &str) -> anyhow::Result<()> 
     std::fs::write(path, rewrite(current, name, body)).with_context(|| path.display().to_string())
 }
 
+/// `current` (the file, if any) with the section `name` of its own (`<!-- loadtest:NAME:begin -->` … `end`, kept
+/// outside the generated section, which [`render`] rewrites) set to `body`; a missing one goes at the end.
+fn rewrite_own(current: Option<String>, name: &str, body: &str) -> String {
+    let (begin, end) = (
+        format!("<!-- loadtest:{name}:begin -->"),
+        format!("<!-- loadtest:{name}:end -->"),
+    );
+    let section = format!("{begin}\n{}\n{end}", body.trim_end());
+    let current = current.unwrap_or_else(|| "# Benchmarks\n".to_owned());
+    let generated = current
+        .find(BEGIN)
+        .zip(current.find(END))
+        .map(|(from, to)| from..to + END.len());
+    let outside = |at: &usize| !generated.as_ref().is_some_and(|inside| inside.contains(at));
+    let start = current.match_indices(&begin).map(|(at, _)| at).find(outside);
+    let stop = start.and_then(|start| Some(start + current[start..].find(&end)? + end.len()));
+    match start.zip(stop) {
+        Some((start, stop)) => format!("{}{section}{}", &current[..start], &current[stop..]),
+        None => format!("{}\n\n{section}\n", current.trim_end()),
+    }
+}
+
+/// Rewrites the section `name` of its own in the file at `path` (see [`rewrite_own`]).
+pub fn write_own_section(path: &Path, name: &str, body: &str) -> anyhow::Result<()> {
+    let current = match std::fs::read_to_string(path) {
+        Ok(text) => Some(text),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => None,
+        Err(error) => return Err(error).with_context(|| path.display().to_string()),
+    };
+    std::fs::write(path, rewrite_own(current, name, body)).with_context(|| path.display().to_string())
+}
+
 /// Flags of `render`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct RenderArgs {
@@ -113,6 +145,7 @@ macro_rules! section {
 }
 section!(SuiteResults, "suite", markdown::suite);
 section!(ScaleResults, "scale", markdown::scale);
+section!(GossipResults, "gossip", markdown::gossip_cost);
 
 /// Rewrites `R`'s part from `R`'s JSON in `dir`, if it is there.
 fn render_part<R: Section>(dir: &Path, benchmarks: &Path) -> anyhow::Result<Option<&'static str>> {
@@ -217,6 +250,60 @@ pub struct ClusterResults {
     pub quiet_release_agree_ms: Option<f64>,
 }
 
+/// Everything one `gossip` run measured.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct GossipResults {
+    #[serde(flatten)]
+    pub run: RunInfo,
+    pub interval_ms: f64,
+    pub window_secs: f64,
+    pub loss_percent: u8,
+    pub quiet_topics: u64,
+    pub churn_rate: f64,
+    pub churn_topics: u64,
+    pub sizes: Vec<SizeResults>,
+}
+
+/// One cluster size.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SizeResults {
+    pub nodes: usize,
+    /// Gossip bytes per node: idle, quiet topics held (once agreed and back near idle), topics changing.
+    pub idle: GossipReading,
+    pub quiet: GossipReading,
+    pub quiet_agree_ms: Option<f64>,
+    pub changing: GossipReading,
+    pub churn: Option<ChurnReport>,
+    pub crashes: Vec<CrashTrial>,
+    /// While nothing was killed: seconds watched, polls of each node's gauges, period, rising edges summed.
+    pub watched_secs: f64,
+    pub watch_period_ms: f64,
+    pub suspicions: u64,
+    pub false_downs: u64,
+}
+
+impl SizeResults {
+    /// Node-hours watched for false suspicions.
+    pub fn node_hours(&self) -> f64 {
+        self.nodes as f64 * self.watched_secs / 3600.0
+    }
+}
+
+/// One node killed with SIGKILL: from the kill until each survivor lists it down (or no more), and until its
+/// connections are out of each survivor's total; the slowest survivor, ms (`None`: not within the deadline).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CrashTrial {
+    pub victim: String,
+    pub held_on_victim: u64,
+    pub down_ms: Option<f64>,
+    pub down_each_ms: Vec<Option<f64>>,
+    pub pruned_ms: Option<f64>,
+    pub poll_ms: f64,
+}
+
 /// What a scale run measured.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default)]
@@ -228,9 +315,20 @@ pub struct ScaleResults {
     pub procs: usize,
     pub sources: usize,
     pub interval_ms: f64,
+    /// Topics shared by all load processes; 0: each connection on a topic of its own.
+    pub topics: u64,
+    /// How often each node was polled while waiting for agreement, ms (waits are upper bounds by one period).
+    pub poll_ms: f64,
     /// Connections asked for and held.
     pub requested: u64,
     pub held: u64,
+    /// Why load processes stopped opening connections early (the memory floor), one line each.
+    pub stopped: Vec<String>,
+    /// MemAvailable of the machine before the joins and with everything held, MiB.
+    pub mem_available_before_mib: u64,
+    pub mem_available_held_mib: u64,
+    /// VmRSS of all load processes together once connected, KiB.
+    pub rss_load_kib: u64,
     /// From starting the load processes to the last one ready, seconds.
     pub connect_secs: f64,
     /// The worst p99 among the load processes' connect latencies.
@@ -276,5 +374,27 @@ mod tests {
         assert!(text.contains("scale 1") && text.contains("suite 2") && !text.contains("suite 1"));
         let text = super::rewrite(None, "suite", "new");
         assert!(text.contains("\nnew\n") && text.contains("No scale run"), "{text}");
+    }
+
+    #[test]
+    fn own_sections_stay_outside_the_generated_one() {
+        let generated = "<!-- loadtest:begin -->\n<!-- loadtest:million:begin -->\nx\n<!-- loadtest:million:end -->\n";
+        let text = format!("# Mine\n{generated}<!-- loadtest:end -->\ntail\n");
+        let once = super::rewrite_own(Some(text.clone()), "million", "first");
+        assert_eq!(
+            once,
+            format!(
+                "{}\n\n<!-- loadtest:million:begin -->\nfirst\n<!-- loadtest:million:end -->\n",
+                text.trim_end()
+            )
+        );
+        let twice = super::rewrite_own(Some(once.replace("tail", "tail\nmore")), "million", "second\n");
+        assert!(twice.contains("more\n\n<!-- loadtest:million:begin -->\nsecond\n<!-- loadtest:million:end -->\n"));
+        assert!(!twice.contains("first") && twice.contains(generated), "{twice}");
+        let rendered = super::rewrite(Some(twice.clone()), "scale", "s");
+        assert!(
+            rendered.contains("\nsecond\n") && rendered.contains("\ns\n"),
+            "{rendered}"
+        );
     }
 }

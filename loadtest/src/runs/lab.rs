@@ -31,6 +31,11 @@ pub struct Server {
 }
 
 impl Server {
+    /// Kills it with SIGKILL, as a crash would, and reaps it.
+    pub async fn kill(&mut self) {
+        let _ = self.child.kill().await;
+    }
+
     /// Stops `servers` (SIGTERM, then killed after 10 s); a problem for each that had exited already (a crash).
     pub async fn stop(servers: Vec<Server>, problems: &mut Vec<String>) {
         for mut server in servers {
@@ -197,16 +202,24 @@ impl Lab {
         servers.iter().map(rss).collect()
     }
 
-    /// How long each node took (polled every 10 ms) to show `want` as its `/counts` total, `None` after `timeout`.
+    /// How often each of `n` nodes is polled while a run waits for it: every 10 ms up to 10 nodes, then slower, so
+    /// the poller sends at most ~1,000 requests a second however big the cluster (each `/counts` walks the node's
+    /// whole cluster view, and the nodes and the poller share two cores). Waits are upper bounds by one period.
+    pub fn poll_period(n: usize) -> Duration {
+        Duration::from_millis(10).max(Duration::from_millis(n as u64))
+    }
+
+    /// How long each node took (polled every [`Lab::poll_period`]) to show `want` as its `/counts` total, `None`
+    /// after `timeout`.
     pub async fn wait_totals(&self, nodes: &[SocketAddr], want: u64, timeout: Duration) -> Vec<Option<Duration>> {
-        let started = Instant::now();
+        let (started, period) = (Instant::now(), Self::poll_period(nodes.len()));
         join_all(nodes.iter().map(|&node| async move {
             while started.elapsed() <= timeout {
                 let asked = Instant::now();
                 if self.api.total(node).await.ok() == Some(want) {
                     return Some(started.elapsed());
                 }
-                tokio::time::sleep_until((asked + Duration::from_millis(10)).into()).await;
+                tokio::time::sleep_until((asked + period).into()).await;
             }
             None
         }))
