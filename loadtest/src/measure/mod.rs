@@ -140,6 +140,11 @@ pub fn listen_overflows() -> Option<u64> {
     net_counter("/proc/net/netstat", "TcpExt:", "ListenOverflows")
 }
 
+/// `RcvbufErrors` of `Udp:` (see [`net_counter`]): gossip datagrams lost on a full socket buffer.
+pub fn udp_rcvbuf_errors() -> Option<u64> {
+    net_counter("/proc/net/snmp", "Udp:", "RcvbufErrors")
+}
+
 /// The machine: CPU model, cores, memory, kernel release, load averages when the run started and ended.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Machine {

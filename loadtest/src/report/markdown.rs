@@ -275,6 +275,13 @@ pub fn scale(r: &ScaleResults) -> String {
     let value = format!("{steady} B/s; idle cluster before the joins {idle} B/s");
     let pass = Some(QUIET_GOSSIP_BPS.met(r.gossip_steady.max_sent(), 0.0));
     table.row(&[&name, &value, &QUIET_GOSSIP_BPS.to_string(), mark(pass)]);
+    if r.member_downs > 0 || r.udp_rcvbuf_errors > 0 {
+        let (downs, dropped) = (thousands(r.member_downs as f64), thousands(r.udp_rcvbuf_errors as f64));
+        let value = format!(
+            "{downs} declared down by a peer (no node was killed); {dropped} UDP datagrams dropped on full receive buffers from the first join to agreement"
+        );
+        table.row(&["false downs", &value, "0", mark(Some(r.member_downs == 0))]);
+    }
     let after_last_leave = r.release_agree_ms.map(|ms| ms - r.release_secs * 1000.0);
     let closed = format!("the clients took {:.1} s to close all", r.release_secs);
     let value = match (r.release_agree_ms, after_last_leave) {

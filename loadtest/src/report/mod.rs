@@ -329,6 +329,11 @@ pub struct ScaleResults {
     pub mem_available_held_mib: u64,
     /// VmRSS of all load processes together once connected, KiB.
     pub rss_load_kib: u64,
+    /// UDP datagrams the kernel dropped on full socket buffers from the first join to agreement (machine-wide, or
+    /// the run's own network namespace).
+    pub udp_rcvbuf_errors: u64,
+    /// "member down" lines the nodes logged before the shutdown (nothing is killed, so each one is false).
+    pub member_downs: u64,
     /// From starting the load processes to the last one ready, seconds.
     pub connect_secs: f64,
     /// The worst p99 among the load processes' connect latencies.

@@ -85,8 +85,11 @@ pub async fn run(args: GossipArgs) -> anyhow::Result<GossipResults> {
         drop_udp(args.loss).await?;
     }
     for &n in &args.sizes {
-        let size = size_part(&lab, &args, n, &mut r.run.problems).await?;
-        r.sizes.push(size);
+        // A size that fails (a cluster that never forms) is a finding; the other sizes still run and are written.
+        match size_part(&lab, &args, n, &mut r.run.problems).await {
+            Ok(size) => r.sizes.push(size),
+            Err(error) => r.run.problems.push(format!("{n} nodes: {error:#}")),
+        }
     }
     if args.loss > 0 {
         let _ = nft(&["delete", "table", "ip", LOSS_TABLE]).await;

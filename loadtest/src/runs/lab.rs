@@ -173,12 +173,17 @@ impl Lab {
         Ok(())
     }
 
-    /// Starts `n` nodes named `tag-n0…` that join the first one, and waits until each sees all `n` alive.
+    /// Starts `n` nodes named `tag-n0…` that join the first one, and waits until each sees all `n` alive. Each node
+    /// answers `/healthz` before the next starts: a port found free is only reserved once its node has bound it, and
+    /// with dozens of nodes starting at once one of them found its port taken by another.
     pub async fn cluster(&self, tag: &str, n: usize, interval: Duration) -> anyhow::Result<Vec<Server>> {
         let mut nodes = vec![self.server(&format!("{tag}-n0"), Some(interval), UNCAPPED)?];
+        self.wait_up(&mut nodes, 1).await?;
         let seeds = format!("{UNCAPPED} --seeds {}", nodes[0].gossip);
         for i in 1..n {
-            nodes.push(self.server(&format!("{tag}-n{i}"), Some(interval), &seeds)?);
+            let mut node = [self.server(&format!("{tag}-n{i}"), Some(interval), &seeds)?];
+            self.wait_up(&mut node, 1).await?;
+            nodes.extend(node);
         }
         self.wait_up(&mut nodes, n).await?;
         Ok(nodes)
@@ -194,6 +199,13 @@ impl Lab {
         let stdout = child.stdout.take().context("no stdout")?;
         let (stdin, lines) = (child.stdin.take(), BufReader::new(stdout).lines());
         Ok(Holder(child, stdin, lines))
+    }
+
+    /// Lines of `servers`' logs (stderr) holding `needle`, e.g. `member down`: each a node declaring a peer down.
+    pub fn log_lines(&self, servers: &[Server], needle: &str) -> u64 {
+        let log = |server: &Server| std::fs::read_to_string(self.dir.join(format!("logs/{}.err.log", server.name)));
+        let count = |text: String| text.lines().filter(|line| line.contains(needle)).count() as u64;
+        servers.iter().map(|server| log(server).map_or(0, count)).sum()
     }
 
     /// Resident memory of each server now, KiB.

@@ -163,6 +163,7 @@ pub async fn quiet(
 ) -> anyhow::Result<()> {
     let https: Vec<SocketAddr> = nodes.iter().map(|node| node.http).collect();
     let (pulls_before, connecting) = (lab.counters(&https, [PULLS]).await, Instant::now());
+    let dropped_before = measure::udp_rcvbuf_errors();
     let mut holders = Vec::new();
     for (i, args) in holds.iter().enumerate() {
         holders.push(lab.holder(&format!("{tag}-hold-{i}"), args)?);
@@ -180,6 +181,8 @@ pub async fn quiet(
     let (held, secs) = (r.held, connecting.elapsed().as_secs_f64());
     say(tag, format!("{held} held after {secs:.1} s; waiting for agreement"));
     let agreed = lab.wait_totals(&https, held, wait).await;
+    let dropped = measure::udp_rcvbuf_errors().zip(dropped_before);
+    r.udp_rcvbuf_errors = dropped.map_or(0, |(after, before)| after.saturating_sub(before));
     (r.connect_secs, r.agree_ms) = (secs, slowest_ms(&agreed));
     r.agree_each_ms = agreed.iter().map(|took| slowest_ms(&[*took])).collect();
     let pulls = lab.counters(&https, [PULLS]).await.into_iter().zip(pulls_before);
@@ -261,6 +264,8 @@ pub async fn scale(args: ScaleArgs) -> anyhow::Result<ScaleResults> {
     quiet(&lab, (mode, &servers), times, &holds, &mut r).await?;
     let worst = r.holds.iter().map(|h| h.first_frame);
     r.connect_worst = worst.max_by(|a, b| a.p99_ms.total_cmp(&b.p99_ms)).unwrap_or_default();
+    // Nothing was killed, so every member declared down before the shutdown was a false down.
+    r.member_downs = lab.log_lines(&servers, "member down");
     Server::stop(servers, &mut r.run.problems).await;
     match &args.section {
         None => args.run.finish(&lab, &mut r)?,
