@@ -13,7 +13,10 @@
 # drop connections beyond that, and a fresh namespace has no rules, so no
 # tracking, and shares no loopback ports with anyone else's tests.
 # MALLOC_ARENA_MAX=2 (glibc) keeps the nodes' blocking threads from growing
-# arenas of their own. Extra arguments go to `headcount-load scale`.
+# arenas of their own. The load processes also stop opening connections 5
+# minutes after they start (the time budget of a run on this 2-core box: the
+# rate falls as the cluster saturates). Extra arguments go to
+# `headcount-load scale`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release -p headcount -p headcount-load
@@ -21,4 +24,5 @@ load="${CARGO_TARGET_DIR:-target}/release/headcount-load"
 export MALLOC_ARENA_MAX="${MALLOC_ARENA_MAX:-2}"
 exec unshare --net sh -c 'ip link set lo up && exec "$0" "$@"' "$load" scale --section million \
   --nodes 52 --procs 52 --connections 1000000 --topics 10000 \
-  --min-available-mib 3072 --connect-timeout 1800s --benchmarks BENCHMARKS.md "$@"
+  --min-available-mib 3072 --connect-for 5m --connect-timeout 1800s \
+  --benchmarks BENCHMARKS.md "$@"

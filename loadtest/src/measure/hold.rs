@@ -4,7 +4,8 @@
 //! several: with `--wait-stdin` a process prints its report so far once connected and releases when its stdin
 //! closes. With `--min-available-mib` it stops opening connections once the machine's available memory falls below
 //! that floor, so a run that asks for more than the box holds ends with a measurement of the most it held, not with
-//! the kernel's OOM killer choosing a victim among the processes of everyone on the machine.
+//! the kernel's OOM killer choosing a victim among the processes of everyone on the machine; `--connect-for` does the
+//! same for a run that would take longer than its time budget.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -44,6 +45,9 @@ pub struct HoldArgs {
     /// Stop opening connections once MemAvailable (`/proc/meminfo`) is below this many MiB; 0: never.
     #[arg(long, default_value_t = 0)]
     pub min_available_mib: u64,
+    /// Stop opening connections this long after the first (a run with a time budget); default: never.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub connect_for: Option<Duration>,
 }
 
 /// VmRSS of one server process in KiB: before connecting, with every connection held and settled, after release.
@@ -139,6 +143,10 @@ pub async fn run(args: HoldArgs) -> anyhow::Result<HoldReport> {
     let mut stopped = None;
     for (sequence, topic) in (0..).zip(args.topics.names(args.connections)) {
         let permit = gate.clone().acquire_owned().await?;
+        if let Some(budget) = args.connect_for.filter(|&budget| started.elapsed() > budget) {
+            stopped = Some(format!("time: {sequence} joins started in {budget:?}"));
+            break;
+        }
         // Read every 100 joins (the joins in flight): a /proc read per join would cost more than the join.
         if args.min_available_mib > 0 && sequence % 100 == 0 {
             let available = super::mem_available_mib().unwrap_or(u64::MAX);

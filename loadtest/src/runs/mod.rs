@@ -101,6 +101,9 @@ pub struct ScaleArgs {
     /// The load processes stop opening connections once the machine's MemAvailable is below this (MiB); 0: never.
     #[arg(long, default_value_t = 0)]
     pub min_available_mib: u64,
+    /// The load processes stop opening connections this long after they started (a time budget); default: never.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub connect_for: Option<Duration>,
     /// How long a load process may take to connect all of its connections.
     #[arg(long, default_value = "300s", value_parser = humantime::parse_duration)]
     pub connect_timeout: Duration,
@@ -250,7 +253,11 @@ pub async fn scale(args: ScaleArgs) -> anyhow::Result<ScaleResults> {
             Some(topics) => format!("--topics {topics} --topic-prefix scale/"),
         };
         let floor = args.min_available_mib;
+        let budget = args
+            .connect_for
+            .map(|budget| format!(" --connect-for {}ms", budget.as_millis()));
         let load = format!("--connections {count} {topics} --settle 0s --min-available-mib {floor}");
+        let load = load + &budget.unwrap_or_default();
         holds.push(format!("--targets {to} --sources {from} {load}"));
     }
     let line = format!("{procs} load processes opening {connections} connections");
