@@ -221,10 +221,15 @@ pub fn scale(r: &ScaleResults) -> String {
     let value = format!("{held} of {requested} on {nodes} nodes ({procs} load processes), {topics}");
     table.row(&["connections held", &value, &requested, all]);
     if !r.stopped.is_empty() {
+        let mut reasons = std::collections::BTreeMap::<&str, usize>::new();
+        for reason in &r.stopped {
+            *reasons.entry(reason.split(':').next().unwrap_or(reason)).or_default() += 1;
+        }
+        let reasons = list(reasons.iter().map(|(reason, n)| format!("{reason} ({n})")));
+        let (stopped, example) = (r.stopped.len(), r.stopped.first().map_or("", String::as_str));
         let value = format!(
-            "{} load processes stopped early: {}",
-            r.stopped.len(),
-            r.stopped.join("; ")
+            "{stopped} of {} load processes stopped early, by {reasons} (e.g. {example})",
+            r.procs
         );
         table.row(&["what ran out", &value, "", ""]);
     }

@@ -119,6 +119,9 @@ pub struct RenderArgs {
     /// Where the runs' JSON results (`suite.json`, `scale.json`) are.
     #[arg(long, default_value = "target/loadtest")]
     pub results: PathBuf,
+    /// Instead, rewrite the section `NAME` of its own (`million`, `gossip`, …) from `NAME.json`.
+    #[arg(long, value_name = "NAME")]
+    pub section: Option<String>,
 }
 
 /// Results that own the part `NAME` of the section, saved as `NAME.json`.
@@ -160,6 +163,18 @@ fn render_part<R: Section>(dir: &Path, benchmarks: &Path) -> anyhow::Result<Opti
 /// Rewrites the section from saved results, each part only if its results exist (the others are kept as they are).
 pub fn render(args: &RenderArgs) -> anyhow::Result<()> {
     let (dir, file) = (&args.results, &args.benchmarks);
+    if let Some(name) = &args.section {
+        let path = dir.join(format!("{name}.json"));
+        let text = std::fs::read_to_string(&path).with_context(|| path.display().to_string())?;
+        let body = if name.starts_with("gossip") {
+            serde_json::from_str::<GossipResults>(&text).map(|results| results.markdown())
+        } else {
+            serde_json::from_str::<ScaleResults>(&text).map(|results| results.markdown())
+        };
+        write_own_section(file, name, &body.with_context(|| path.display().to_string())?)?;
+        eprintln!("render: rewrote {} ({name})", file.display());
+        return Ok(());
+    }
     let suite = render_part::<SuiteResults>(dir, file)?;
     let rendered = [suite, render_part::<ScaleResults>(dir, file)?];
     let rendered: Vec<&str> = rendered.into_iter().flatten().collect();
@@ -208,12 +223,26 @@ pub struct NodeResults {
     pub churn_bare: Vec<ChurnReport>,
 }
 
+/// Figures read back from JSON, where serde_json wrote NaN (a node that did not answer) as `null`.
+fn nan_for_null<'de, D: serde::Deserializer<'de>>(values: D) -> Result<Vec<f64>, D::Error> {
+    let values: Vec<Option<f64>> = Deserialize::deserialize(values)?;
+    Ok(values.into_iter().map(|value| value.unwrap_or(f64::NAN)).collect())
+}
+
+/// One figure read back from JSON (see [`nan_for_null`]).
+fn nan_if_null<'de, D: serde::Deserializer<'de>>(value: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(value)?.unwrap_or(f64::NAN))
+}
+
 /// Gossip of every node over one window: UDP bytes sent and received per second each; full-state pulls in all.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct GossipReading {
+    #[serde(deserialize_with = "nan_for_null")]
     pub sent_bps: Vec<f64>,
+    #[serde(deserialize_with = "nan_for_null")]
     pub received_bps: Vec<f64>,
+    #[serde(deserialize_with = "nan_if_null")]
     pub pulls: f64,
 }
 
@@ -223,9 +252,10 @@ impl GossipReading {
         self.sent_bps.iter().copied().fold(0.0, f64::max)
     }
 
-    /// Mean sent bytes per second per node.
+    /// Mean sent bytes per second over the nodes that could be read (an overloaded node may not answer).
     pub fn mean_sent(&self) -> f64 {
-        self.sent_bps.iter().sum::<f64>() / self.sent_bps.len().max(1) as f64
+        let read: Vec<f64> = self.sent_bps.iter().copied().filter(|bps| bps.is_finite()).collect();
+        read.iter().sum::<f64>() / read.len().max(1) as f64
     }
 }
 
@@ -245,6 +275,7 @@ pub struct ClusterResults {
     pub quiet_agree_ms: Option<f64>,
     pub quiet_agree_each_ms: Vec<Option<f64>>,
     pub quiet_tail_secs: Option<f64>,
+    #[serde(deserialize_with = "nan_for_null")]
     pub quiet_pulls_each: Vec<f64>,
     pub quiet_release_secs: f64,
     pub quiet_release_agree_ms: Option<f64>,
@@ -342,6 +373,7 @@ pub struct ScaleResults {
     pub agree_ms: Option<f64>,
     pub agree_each_ms: Vec<Option<f64>>,
     /// Full-state pulls each node made from the first join to agreement.
+    #[serde(deserialize_with = "nan_for_null")]
     pub pulls_each: Vec<f64>,
     /// Node VmRSS before the joins and with everything held, KiB.
     pub rss_before_kib: Vec<u64>,
