@@ -28,8 +28,10 @@ enum Mode {
     Count(count::CountArgs),
     /// The standard suite against headcount and the bare baseline; rewrites BENCHMARKS.md.
     Suite(suite::SuiteArgs),
-    /// 100k connections over several nodes and load processes; rewrites BENCHMARKS.md.
+    /// 100k connections (or --connections over --nodes) over several nodes and load processes; rewrites BENCHMARKS.md.
     Scale(runs::ScaleArgs),
+    /// Gossip bytes per node against cluster size, quiet and changing topics; crash detection; optional UDP loss.
+    Gossip(runs::gossip::GossipArgs),
     /// Honest clients on one node under slowloris, a gRPC stream flood and garbage UDP, against a calm run.
     Hostile,
     /// Rewrites the generated section of BENCHMARKS.md from the last results.
@@ -51,6 +53,7 @@ async fn main() -> ExitCode {
         Mode::Count(args) => count::run(args).await.and_then(|r| emit(&r.0)),
         Mode::Suite(args) => suite::run(args).await.and_then(|r| emit(&r)),
         Mode::Scale(args) => runs::scale(args).await.and_then(|r| emit(&r)),
+        Mode::Gossip(args) => runs::gossip::run(args).await.and_then(|r| emit(&r)),
         Mode::Hostile => runs::hostile::run().await.and_then(|r| emit(&r)),
         Mode::Render(args) => report::render(&args),
     };

@@ -157,6 +157,14 @@ impl Api {
         Ok(members.iter().filter(|member| member["state"] == "alive").count())
     }
 
+    /// The state (`alive`, `suspect`, `down`) in which the node's `/cluster` lists member `name`; `None` if absent.
+    pub async fn member_state(&self, node: SocketAddr, name: &str) -> anyhow::Result<Option<String>> {
+        let cluster: Value = self.get(node, "/cluster").await?;
+        let members = cluster["members"].as_array().context("/cluster without members")?;
+        let member = members.iter().find(|member| member["name"] == name);
+        Ok(member.and_then(|member| Some(member["state"].as_str()?.to_owned())))
+    }
+
     /// The sum over every label set of each of `names` in `/metrics`; 0 for a name that is absent.
     pub async fn metrics<const N: usize>(&self, node: SocketAddr, names: [&str; N]) -> anyhow::Result<[f64; N]> {
         let all = samples(&self.text(node, "/metrics").await?);

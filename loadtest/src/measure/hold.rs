@@ -2,7 +2,10 @@
 //! handshakes went (rate, connect p50/p99) and, given `--server-pid`, what the held connections cost the server in
 //! resident memory. One process holds at most ~19k sockets (the open-files limit is 20,000), so bigger runs start
 //! several: with `--wait-stdin` a process prints its report so far once connected and releases when its stdin
-//! closes.
+//! closes. With `--min-available-mib` it stops opening connections once the machine's available memory falls below
+//! that floor, so a run that asks for more than the box holds ends with a measurement of the most it held, not with
+//! the kernel's OOM killer choosing a victim among the processes of everyone on the machine; `--connect-for` does the
+//! same for a run that would take longer than its time budget.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -39,6 +42,12 @@ pub struct HoldArgs {
     /// Server process ids whose VmRSS is read before and after.
     #[arg(long, value_delimiter = ',')]
     pub server_pid: Vec<u32>,
+    /// Stop opening connections once MemAvailable (`/proc/meminfo`) is below this many MiB; 0: never.
+    #[arg(long, default_value_t = 0)]
+    pub min_available_mib: u64,
+    /// Stop opening connections this long after the first (a run with a time budget); default: never.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub connect_for: Option<Duration>,
 }
 
 /// VmRSS of one server process in KiB: before connecting, with every connection held and settled, after release.
@@ -77,6 +86,12 @@ pub struct HoldReport {
     /// SYNs the kernel dropped on full listen queues while connecting (machine-wide): 1 s retransmits each.
     #[serde(default)]
     pub listen_overflows: u64,
+    /// Why it stopped opening connections before all were asked for (the memory floor), if it did.
+    #[serde(default)]
+    pub stopped: Option<String>,
+    /// This load process's own VmRSS once connected, KiB (what a held connection costs the client side).
+    #[serde(default)]
+    pub rss_self_kib: u64,
 }
 
 impl HoldReport {
@@ -125,8 +140,24 @@ pub async fn run(args: HoldArgs) -> anyhow::Result<HoldReport> {
     let (rss_before, overflows) = (rss_each(&args.server_pid), super::listen_overflows());
     let (stop, tracker, tally) = (CancellationToken::new(), TaskTracker::new(), Arc::<Tally>::default());
     let (gate, started) = (Arc::new(Semaphore::new(100)), Instant::now());
+    let mut stopped = None;
     for (sequence, topic) in (0..).zip(args.topics.names(args.connections)) {
         let permit = gate.clone().acquire_owned().await?;
+        if let Some(budget) = args.connect_for.filter(|&budget| started.elapsed() > budget) {
+            stopped = Some(format!("time: {sequence} joins started in {budget:?}"));
+            break;
+        }
+        // Read every 100 joins (the joins in flight): a /proc read per join would cost more than the join.
+        if args.min_available_mib > 0 && sequence % 100 == 0 {
+            let available = super::mem_available_mib().unwrap_or(u64::MAX);
+            if available < args.min_available_mib {
+                let floor = args.min_available_mib;
+                stopped = Some(format!(
+                    "memory: MemAvailable {available} MiB < {floor} MiB after {sequence} joins"
+                ));
+                break;
+            }
+        }
         let ((target, source), stop, tally) = (args.net.endpoint(sequence), stop.clone(), tally.clone());
         tracker.spawn(async move {
             let joined = client::join(target, source, &topic, Duration::from_secs(15)).await;
@@ -158,9 +189,11 @@ pub async fn run(args: HoldArgs) -> anyhow::Result<HoldReport> {
         r.handshakes_per_sec = if r.connect_secs > 0.0 { per_sec } else { 0.0 };
         let overflows = super::listen_overflows().zip(overflows);
         r.listen_overflows = overflows.map_or(0, |(after, before)| after.saturating_sub(before));
+        r.stopped = stopped;
     }
     tokio::time::sleep(args.settle).await;
     let rss_held = rss_each(&args.server_pid);
+    lock(&tally).0.rss_self_kib = super::rss_kib(std::process::id()).unwrap_or(0);
     if args.wait_stdin {
         let mut ready = lock(&tally).0.clone();
         ready.mode = "ready".into();

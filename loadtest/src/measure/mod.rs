@@ -109,6 +109,11 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
     field(&read(&format!("/proc/{pid}/status")), "VmRSS:")
 }
 
+/// MemAvailable of the machine (`/proc/meminfo`) in MiB: what can still be allocated without swapping or OOM.
+pub fn mem_available_mib() -> Option<u64> {
+    field(&read("/proc/meminfo"), "MemAvailable:").map(|kib| kib / 1024)
+}
+
 /// User plus system CPU time of `pid`, in microseconds.
 pub fn cpu_micros(pid: u32) -> Option<u64> {
     let stat = read(&format!("/proc/{pid}/stat"));
@@ -133,6 +138,11 @@ pub fn net_counter(file: &str, section: &str, name: &str) -> Option<u64> {
 /// `ListenOverflows` (see [`net_counter`]).
 pub fn listen_overflows() -> Option<u64> {
     net_counter("/proc/net/netstat", "TcpExt:", "ListenOverflows")
+}
+
+/// `RcvbufErrors` of `Udp:` (see [`net_counter`]): gossip datagrams lost on a full socket buffer.
+pub fn udp_rcvbuf_errors() -> Option<u64> {
+    net_counter("/proc/net/snmp", "Udp:", "RcvbufErrors")
 }
 
 /// The machine: CPU model, cores, memory, kernel release, load averages when the run started and ended.

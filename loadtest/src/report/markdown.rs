@@ -5,7 +5,7 @@
 
 use num_format::ToFormattedString;
 
-use super::{ClusterResults, GossipReading, NodeResults, ScaleResults, SuiteResults};
+use super::{ClusterResults, CrashTrial, GossipReading, GossipResults, NodeResults, ScaleResults, SuiteResults};
 use crate::measure::count::CountReport;
 use crate::measure::hold::{HoldReport, ServerMemory};
 use crate::measure::{LatencySummary, Machine, churn::ChurnReport};
@@ -202,15 +202,37 @@ fn cluster_row(table: &mut Table, c: &ClusterResults) {
 
 /// The scale run's sub-section.
 pub fn scale(r: &ScaleResults) -> String {
-    let mut md = format!("### Scale run — {}\n\n", r.run.started);
+    let title = if r.run.mode == "scale" {
+        "Scale run".to_owned()
+    } else {
+        format!("Scale run `{}`", r.run.mode)
+    };
+    let mut md = format!("### {title} — {}\n\n", r.run.started);
     if let Some(m) = &r.run.machine {
         md += &machine(m, "", "", r.run.wall_secs);
     }
     let (x, mut table) = (r.interval_ms, Table::new(&["measure", "value", "target", "verdict"]));
     let (held, requested) = (thousands(r.held as f64), thousands(r.requested as f64));
     let (nodes, procs, all) = (r.nodes, r.procs, mark(Some(r.held == r.requested)));
-    let value = format!("{held} of {requested} on {nodes} nodes ({procs} load processes), each on its own topic");
+    let topics = match r.topics {
+        0 => "each on its own topic".to_owned(),
+        topics => format!("over {} topics, each topic on every node", thousands(topics as f64)),
+    };
+    let value = format!("{held} of {requested} on {nodes} nodes ({procs} load processes), {topics}");
     table.row(&["connections held", &value, &requested, all]);
+    if !r.stopped.is_empty() {
+        let mut reasons = std::collections::BTreeMap::<&str, usize>::new();
+        for reason in &r.stopped {
+            *reasons.entry(reason.split(':').next().unwrap_or(reason)).or_default() += 1;
+        }
+        let reasons = list(reasons.iter().map(|(reason, n)| format!("{reason} ({n})")));
+        let (stopped, example) = (r.stopped.len(), r.stopped.first().map_or("", String::as_str));
+        let value = format!(
+            "{stopped} of {} load processes stopped early, by {reasons} (e.g. {example})",
+            r.procs
+        );
+        table.row(&["what ran out", &value, "", ""]);
+    }
     let rate = thousands(r.held as f64 / r.connect_secs.max(1e-9));
     let (secs, worst) = (r.connect_secs, p50_p99(&r.connect_worst));
     let value = format!("{secs:.1} s ({rate} handshakes/s); slowest process connect p50 / p99 {worst}");
@@ -229,14 +251,42 @@ pub fn scale(r: &ScaleResults) -> String {
     let goal = RSS_KIB.to_string();
     let name = "server RSS per connection (sum of node deltas / held)";
     table.row(&[name, &value, &goal, mark(pass)]);
+    if r.rss_load_kib > 0 {
+        let (load, per) = (
+            r.rss_load_kib as f64 / 1024.0,
+            kib(r.rss_load_kib as f64 * 1024.0 / r.held.max(1) as f64),
+        );
+        let used = r.mem_available_before_mib.saturating_sub(r.mem_available_held_mib) as f64;
+        let machine = kib(used * 1024.0 * 1024.0 / r.held.max(1) as f64);
+        let (before, after) = (
+            r.mem_available_before_mib as f64 / 1024.0,
+            r.mem_available_held_mib as f64 / 1024.0,
+        );
+        let value = format!(
+            "load processes {per} ({load:.0} MiB in total); the machine {machine} (MemAvailable {before:.1} → {after:.1} GiB: nodes, clients, both ends' kernel sockets)"
+        );
+        table.row(&["memory per connection outside the nodes", &value, "", ""]);
+    }
     let tail = r.quiet_tail_secs.map_or("> 60 s".into(), |secs| format!("{secs:.1} s"));
     let name = "gossip tail: from agreement until every node sends near its idle rate again";
     table.row(&[name, &tail, "", ""]);
-    let name = format!("gossip sent per node, steady, {held} quiet topics: mean (max)");
+    let quiet = if r.topics == 0 {
+        held.clone()
+    } else {
+        thousands(r.topics as f64)
+    };
+    let name = format!("gossip sent per node, steady, {quiet} quiet topics: mean (max)");
     let (steady, idle) = (gossip(&r.gossip_steady), gossip(&r.gossip_idle));
     let value = format!("{steady} B/s; idle cluster before the joins {idle} B/s");
     let pass = Some(QUIET_GOSSIP_BPS.met(r.gossip_steady.max_sent(), 0.0));
     table.row(&[&name, &value, &QUIET_GOSSIP_BPS.to_string(), mark(pass)]);
+    if r.member_downs > 0 || r.udp_rcvbuf_errors > 0 {
+        let (downs, dropped) = (thousands(r.member_downs as f64), thousands(r.udp_rcvbuf_errors as f64));
+        let value = format!(
+            "{downs} declared down by a peer (no node was killed); {dropped} UDP datagrams dropped on full receive buffers from the first join to agreement"
+        );
+        table.row(&["false downs", &value, "0", mark(Some(r.member_downs == 0))]);
+    }
     let after_last_leave = r.release_agree_ms.map(|ms| ms - r.release_secs * 1000.0);
     let closed = format!("the clients took {:.1} s to close all", r.release_secs);
     let value = match (r.release_agree_ms, after_last_leave) {
@@ -249,7 +299,9 @@ pub fn scale(r: &ScaleResults) -> String {
     table.row(&[name, &value, &goal, mark(pass)]);
     md += &table.0;
     let sources = format!("clients bound to {} source addresses in 127.0.1.0/24", r.sources);
-    md += &format!("\nX = {x:.0} ms. Nodes were started with `--max-connections-per-ip 1000000`; {sources}.\n\n");
+    let poll = format!("each node's total was polled every {:.0} ms", r.poll_ms.max(10.0));
+    md +=
+        &format!("\nX = {x:.0} ms. Nodes were started with `--max-connections-per-ip 1000000`; {sources}; {poll}.\n\n");
     md + &problems(&r.run.problems, "Correctness checks")
 }
 
@@ -427,4 +479,68 @@ pub fn verdicts(results: &SuiteResults) -> Vec<Verdict> {
         }
     }
     out
+}
+
+/// `median (max)` of the nodes' sent bytes per second.
+fn gossip_median(r: &GossipReading) -> String {
+    let median = median(&r.sent_bps).map_or("–".into(), thousands);
+    format!("{median} ({})", thousands(r.max_sent()))
+}
+
+/// The gossip run's section (its own, outside the generated one).
+pub fn gossip_cost(r: &GossipResults) -> String {
+    let loss = match r.loss_percent {
+        0 => String::new(),
+        p => format!(" under {p} % UDP loss"),
+    };
+    let mut md = format!("### Gossip cost and crash detection{loss} — {}\n\n", r.run.started);
+    if let Some(m) = &r.run.machine {
+        md += &machine(m, "", "", r.run.wall_secs);
+    }
+    let (quiet, churn) = (thousands(r.quiet_topics as f64), thousands(r.churn_rate));
+    let mut table = Table::new(&[
+        "nodes",
+        "idle, B/s per node: median (max)",
+        &format!("{quiet} quiet topics held"),
+        &format!("changing: {churn} joins+leaves/s over {} topics", r.churn_topics),
+        "crash → down on every survivor, ms",
+        "crash → counts pruned everywhere, ms",
+        "suspicions per node-hour (events / node-hours)",
+        "false downs",
+    ]);
+    for s in &r.sizes {
+        let trials = |pick: fn(&CrashTrial) -> Option<f64>| list(s.crashes.iter().map(|c| ms_or_never(pick(c))));
+        let (down, pruned) = (trials(|c| c.down_ms), trials(|c| c.pruned_ms));
+        let hours = s.node_hours();
+        let rate = if hours > 0.0 {
+            format!("{:.1}", s.suspicions as f64 / hours)
+        } else {
+            "–".into()
+        };
+        let suspicions = format!("{rate} ({} / {hours:.2})", s.suspicions);
+        let cells = [
+            s.nodes.to_string(),
+            gossip_median(&s.idle),
+            gossip_median(&s.quiet),
+            gossip_median(&s.changing),
+            down,
+            pruned,
+            suspicions,
+            s.false_downs.to_string(),
+        ];
+        table.row(&cells.each_ref().map(String::as_str));
+    }
+    md += &table.0;
+    let x = r.interval_ms;
+    let window = r.window_secs;
+    md += &format!(
+        "\nX = {x:.0} ms. Gossip is UDP payload sent (`headcount_gossip_sent_bytes_total`) over {window:.0} s windows: idle \
+         once every node saw all alive; quiet once the held topics' totals agreed and every node was back within 1.5× \
+         (+200 B/s) of its idle rate; changing while open-loop joins and leaves ran on every node. Each crash kills one \
+         node (SIGKILL) holding 100 connections once every node counts them, polls every survivor's `/cluster` and \
+         `/counts` (times are upper bounds by one poll), then restarts it under its name. Suspicions are rising edges \
+         of each node's `headcount_cluster_members{{state=\"suspect\"}}` (and `down`) gauges, polled, while no node was \
+         killed: a lower bound.\n\n"
+    );
+    md + &problems(&r.run.problems, "Correctness checks")
 }

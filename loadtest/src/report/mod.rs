@@ -78,6 +78,38 @@ pub fn write_section(path: &Path, name: &str, body: &str) -> anyhow::Result<()> 
     std::fs::write(path, rewrite(current, name, body)).with_context(|| path.display().to_string())
 }
 
+/// `current` (the file, if any) with the section `name` of its own (`<!-- loadtest:NAME:begin -->` … `end`, kept
+/// outside the generated section, which [`render`] rewrites) set to `body`; a missing one goes at the end.
+fn rewrite_own(current: Option<String>, name: &str, body: &str) -> String {
+    let (begin, end) = (
+        format!("<!-- loadtest:{name}:begin -->"),
+        format!("<!-- loadtest:{name}:end -->"),
+    );
+    let section = format!("{begin}\n{}\n{end}", body.trim_end());
+    let current = current.unwrap_or_else(|| "# Benchmarks\n".to_owned());
+    let generated = current
+        .find(BEGIN)
+        .zip(current.find(END))
+        .map(|(from, to)| from..to + END.len());
+    let outside = |at: &usize| !generated.as_ref().is_some_and(|inside| inside.contains(at));
+    let start = current.match_indices(&begin).map(|(at, _)| at).find(outside);
+    let stop = start.and_then(|start| Some(start + current[start..].find(&end)? + end.len()));
+    match start.zip(stop) {
+        Some((start, stop)) => format!("{}{section}{}", &current[..start], &current[stop..]),
+        None => format!("{}\n\n{section}\n", current.trim_end()),
+    }
+}
+
+/// Rewrites the section `name` of its own in the file at `path` (see [`rewrite_own`]).
+pub fn write_own_section(path: &Path, name: &str, body: &str) -> anyhow::Result<()> {
+    let current = match std::fs::read_to_string(path) {
+        Ok(text) => Some(text),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => None,
+        Err(error) => return Err(error).with_context(|| path.display().to_string()),
+    };
+    std::fs::write(path, rewrite_own(current, name, body)).with_context(|| path.display().to_string())
+}
+
 /// Flags of `render`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct RenderArgs {
@@ -87,6 +119,9 @@ pub struct RenderArgs {
     /// Where the runs' JSON results (`suite.json`, `scale.json`) are.
     #[arg(long, default_value = "target/loadtest")]
     pub results: PathBuf,
+    /// Instead, rewrite the section `NAME` of its own (`million`, `gossip`, …) from `NAME.json`.
+    #[arg(long, value_name = "NAME")]
+    pub section: Option<String>,
 }
 
 /// Results that own the part `NAME` of the section, saved as `NAME.json`.
@@ -113,6 +148,7 @@ macro_rules! section {
 }
 section!(SuiteResults, "suite", markdown::suite);
 section!(ScaleResults, "scale", markdown::scale);
+section!(GossipResults, "gossip", markdown::gossip_cost);
 
 /// Rewrites `R`'s part from `R`'s JSON in `dir`, if it is there.
 fn render_part<R: Section>(dir: &Path, benchmarks: &Path) -> anyhow::Result<Option<&'static str>> {
@@ -127,6 +163,18 @@ fn render_part<R: Section>(dir: &Path, benchmarks: &Path) -> anyhow::Result<Opti
 /// Rewrites the section from saved results, each part only if its results exist (the others are kept as they are).
 pub fn render(args: &RenderArgs) -> anyhow::Result<()> {
     let (dir, file) = (&args.results, &args.benchmarks);
+    if let Some(name) = &args.section {
+        let path = dir.join(format!("{name}.json"));
+        let text = std::fs::read_to_string(&path).with_context(|| path.display().to_string())?;
+        let body = if name.starts_with("gossip") {
+            serde_json::from_str::<GossipResults>(&text).map(|results| results.markdown())
+        } else {
+            serde_json::from_str::<ScaleResults>(&text).map(|results| results.markdown())
+        };
+        write_own_section(file, name, &body.with_context(|| path.display().to_string())?)?;
+        eprintln!("render: rewrote {} ({name})", file.display());
+        return Ok(());
+    }
     let suite = render_part::<SuiteResults>(dir, file)?;
     let rendered = [suite, render_part::<ScaleResults>(dir, file)?];
     let rendered: Vec<&str> = rendered.into_iter().flatten().collect();
@@ -175,12 +223,26 @@ pub struct NodeResults {
     pub churn_bare: Vec<ChurnReport>,
 }
 
+/// Figures read back from JSON, where serde_json wrote NaN (a node that did not answer) as `null`.
+fn nan_for_null<'de, D: serde::Deserializer<'de>>(values: D) -> Result<Vec<f64>, D::Error> {
+    let values: Vec<Option<f64>> = Deserialize::deserialize(values)?;
+    Ok(values.into_iter().map(|value| value.unwrap_or(f64::NAN)).collect())
+}
+
+/// One figure read back from JSON (see [`nan_for_null`]).
+fn nan_if_null<'de, D: serde::Deserializer<'de>>(value: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(value)?.unwrap_or(f64::NAN))
+}
+
 /// Gossip of every node over one window: UDP bytes sent and received per second each; full-state pulls in all.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct GossipReading {
+    #[serde(deserialize_with = "nan_for_null")]
     pub sent_bps: Vec<f64>,
+    #[serde(deserialize_with = "nan_for_null")]
     pub received_bps: Vec<f64>,
+    #[serde(deserialize_with = "nan_if_null")]
     pub pulls: f64,
 }
 
@@ -190,9 +252,10 @@ impl GossipReading {
         self.sent_bps.iter().copied().fold(0.0, f64::max)
     }
 
-    /// Mean sent bytes per second per node.
+    /// Mean sent bytes per second over the nodes that could be read (an overloaded node may not answer).
     pub fn mean_sent(&self) -> f64 {
-        self.sent_bps.iter().sum::<f64>() / self.sent_bps.len().max(1) as f64
+        let read: Vec<f64> = self.sent_bps.iter().copied().filter(|bps| bps.is_finite()).collect();
+        read.iter().sum::<f64>() / read.len().max(1) as f64
     }
 }
 
@@ -212,9 +275,64 @@ pub struct ClusterResults {
     pub quiet_agree_ms: Option<f64>,
     pub quiet_agree_each_ms: Vec<Option<f64>>,
     pub quiet_tail_secs: Option<f64>,
+    #[serde(deserialize_with = "nan_for_null")]
     pub quiet_pulls_each: Vec<f64>,
     pub quiet_release_secs: f64,
     pub quiet_release_agree_ms: Option<f64>,
+}
+
+/// Everything one `gossip` run measured.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct GossipResults {
+    #[serde(flatten)]
+    pub run: RunInfo,
+    pub interval_ms: f64,
+    pub window_secs: f64,
+    pub loss_percent: u8,
+    pub quiet_topics: u64,
+    pub churn_rate: f64,
+    pub churn_topics: u64,
+    pub sizes: Vec<SizeResults>,
+}
+
+/// One cluster size.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SizeResults {
+    pub nodes: usize,
+    /// Gossip bytes per node: idle, quiet topics held (once agreed and back near idle), topics changing.
+    pub idle: GossipReading,
+    pub quiet: GossipReading,
+    pub quiet_agree_ms: Option<f64>,
+    pub changing: GossipReading,
+    pub churn: Option<ChurnReport>,
+    pub crashes: Vec<CrashTrial>,
+    /// While nothing was killed: seconds watched, polls of each node's gauges, period, rising edges summed.
+    pub watched_secs: f64,
+    pub watch_period_ms: f64,
+    pub suspicions: u64,
+    pub false_downs: u64,
+}
+
+impl SizeResults {
+    /// Node-hours watched for false suspicions.
+    pub fn node_hours(&self) -> f64 {
+        self.nodes as f64 * self.watched_secs / 3600.0
+    }
+}
+
+/// One node killed with SIGKILL: from the kill until each survivor lists it down (or no more), and until its
+/// connections are out of each survivor's total; the slowest survivor, ms (`None`: not within the deadline).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CrashTrial {
+    pub victim: String,
+    pub held_on_victim: u64,
+    pub down_ms: Option<f64>,
+    pub down_each_ms: Vec<Option<f64>>,
+    pub pruned_ms: Option<f64>,
+    pub poll_ms: f64,
 }
 
 /// What a scale run measured.
@@ -228,9 +346,25 @@ pub struct ScaleResults {
     pub procs: usize,
     pub sources: usize,
     pub interval_ms: f64,
+    /// Topics shared by all load processes; 0: each connection on a topic of its own.
+    pub topics: u64,
+    /// How often each node was polled while waiting for agreement, ms (waits are upper bounds by one period).
+    pub poll_ms: f64,
     /// Connections asked for and held.
     pub requested: u64,
     pub held: u64,
+    /// Why load processes stopped opening connections early (the memory floor), one line each.
+    pub stopped: Vec<String>,
+    /// MemAvailable of the machine before the joins and with everything held, MiB.
+    pub mem_available_before_mib: u64,
+    pub mem_available_held_mib: u64,
+    /// VmRSS of all load processes together once connected, KiB.
+    pub rss_load_kib: u64,
+    /// UDP datagrams the kernel dropped on full socket buffers from the first join to agreement (machine-wide, or
+    /// the run's own network namespace).
+    pub udp_rcvbuf_errors: u64,
+    /// "member down" lines the nodes logged before the shutdown (nothing is killed, so each one is false).
+    pub member_downs: u64,
     /// From starting the load processes to the last one ready, seconds.
     pub connect_secs: f64,
     /// The worst p99 among the load processes' connect latencies.
@@ -239,6 +373,7 @@ pub struct ScaleResults {
     pub agree_ms: Option<f64>,
     pub agree_each_ms: Vec<Option<f64>>,
     /// Full-state pulls each node made from the first join to agreement.
+    #[serde(deserialize_with = "nan_for_null")]
     pub pulls_each: Vec<f64>,
     /// Node VmRSS before the joins and with everything held, KiB.
     pub rss_before_kib: Vec<u64>,
@@ -276,5 +411,27 @@ mod tests {
         assert!(text.contains("scale 1") && text.contains("suite 2") && !text.contains("suite 1"));
         let text = super::rewrite(None, "suite", "new");
         assert!(text.contains("\nnew\n") && text.contains("No scale run"), "{text}");
+    }
+
+    #[test]
+    fn own_sections_stay_outside_the_generated_one() {
+        let generated = "<!-- loadtest:begin -->\n<!-- loadtest:million:begin -->\nx\n<!-- loadtest:million:end -->\n";
+        let text = format!("# Mine\n{generated}<!-- loadtest:end -->\ntail\n");
+        let once = super::rewrite_own(Some(text.clone()), "million", "first");
+        assert_eq!(
+            once,
+            format!(
+                "{}\n\n<!-- loadtest:million:begin -->\nfirst\n<!-- loadtest:million:end -->\n",
+                text.trim_end()
+            )
+        );
+        let twice = super::rewrite_own(Some(once.replace("tail", "tail\nmore")), "million", "second\n");
+        assert!(twice.contains("more\n\n<!-- loadtest:million:begin -->\nsecond\n<!-- loadtest:million:end -->\n"));
+        assert!(!twice.contains("first") && twice.contains(generated), "{twice}");
+        let rendered = super::rewrite(Some(twice.clone()), "scale", "s");
+        assert!(
+            rendered.contains("\nsecond\n") && rendered.contains("\ns\n"),
+            "{rendered}"
+        );
     }
 }

@@ -31,6 +31,11 @@ pub struct Server {
 }
 
 impl Server {
+    /// Kills it with SIGKILL, as a crash would, and reaps it.
+    pub async fn kill(&mut self) {
+        let _ = self.child.kill().await;
+    }
+
     /// Stops `servers` (SIGTERM, then killed after 10 s); a problem for each that had exited already (a crash).
     pub async fn stop(servers: Vec<Server>, problems: &mut Vec<String>) {
         for mut server in servers {
@@ -168,12 +173,17 @@ impl Lab {
         Ok(())
     }
 
-    /// Starts `n` nodes named `tag-n0…` that join the first one, and waits until each sees all `n` alive.
+    /// Starts `n` nodes named `tag-n0…` that join the first one, and waits until each sees all `n` alive. Each node
+    /// answers `/healthz` before the next starts: a port found free is only reserved once its node has bound it, and
+    /// with dozens of nodes starting at once one of them found its port taken by another.
     pub async fn cluster(&self, tag: &str, n: usize, interval: Duration) -> anyhow::Result<Vec<Server>> {
         let mut nodes = vec![self.server(&format!("{tag}-n0"), Some(interval), UNCAPPED)?];
+        self.wait_up(&mut nodes, 1).await?;
         let seeds = format!("{UNCAPPED} --seeds {}", nodes[0].gossip);
         for i in 1..n {
-            nodes.push(self.server(&format!("{tag}-n{i}"), Some(interval), &seeds)?);
+            let mut node = [self.server(&format!("{tag}-n{i}"), Some(interval), &seeds)?];
+            self.wait_up(&mut node, 1).await?;
+            nodes.extend(node);
         }
         self.wait_up(&mut nodes, n).await?;
         Ok(nodes)
@@ -191,22 +201,37 @@ impl Lab {
         Ok(Holder(child, stdin, lines))
     }
 
+    /// Lines of `servers`' logs (stderr) holding `needle`, e.g. `member down`: each a node declaring a peer down.
+    pub fn log_lines(&self, servers: &[Server], needle: &str) -> u64 {
+        let log = |server: &Server| std::fs::read_to_string(self.dir.join(format!("logs/{}.err.log", server.name)));
+        let count = |text: String| text.lines().filter(|line| line.contains(needle)).count() as u64;
+        servers.iter().map(|server| log(server).map_or(0, count)).sum()
+    }
+
     /// Resident memory of each server now, KiB.
     pub fn rss_kib(servers: &[Server]) -> Vec<u64> {
         let rss = |server: &Server| measure::rss_kib(server.pid).unwrap_or(0);
         servers.iter().map(rss).collect()
     }
 
-    /// How long each node took (polled every 10 ms) to show `want` as its `/counts` total, `None` after `timeout`.
+    /// How often each of `n` nodes is polled while a run waits for it: every 10 ms up to 10 nodes, then slower, so
+    /// the poller sends at most ~1,000 requests a second however big the cluster (each `/counts` walks the node's
+    /// whole cluster view, and the nodes and the poller share two cores). Waits are upper bounds by one period.
+    pub fn poll_period(n: usize) -> Duration {
+        Duration::from_millis(10).max(Duration::from_millis(n as u64))
+    }
+
+    /// How long each node took (polled every [`Lab::poll_period`]) to show `want` as its `/counts` total, `None`
+    /// after `timeout`.
     pub async fn wait_totals(&self, nodes: &[SocketAddr], want: u64, timeout: Duration) -> Vec<Option<Duration>> {
-        let started = Instant::now();
+        let (started, period) = (Instant::now(), Self::poll_period(nodes.len()));
         join_all(nodes.iter().map(|&node| async move {
             while started.elapsed() <= timeout {
                 let asked = Instant::now();
                 if self.api.total(node).await.ok() == Some(want) {
                     return Some(started.elapsed());
                 }
-                tokio::time::sleep_until((asked + Duration::from_millis(10)).into()).await;
+                tokio::time::sleep_until((asked + period).into()).await;
             }
             None
         }))

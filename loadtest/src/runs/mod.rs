@@ -8,6 +8,7 @@
 //! "100k quiet topics" reading of gossip: once the joins stop, nothing changes, and every node should send little
 //! but SWIM probes. The suite's quiet reading of each cluster is the same run, smaller.
 
+pub mod gossip;
 pub mod hostile;
 pub mod lab;
 pub mod suite;
@@ -45,27 +46,71 @@ impl RunArgs {
 
     /// Ends a run: load average and wall time, then the results as JSON and (unless `--no-write`) in BENCHMARKS.md.
     pub fn finish<R: Section>(&self, lab: &Lab, results: &mut R) -> anyhow::Result<()> {
-        let run = results.run();
-        if let Some(machine) = &mut run.machine {
-            machine.load_end = measure::loadavg();
-        }
-        run.wall_secs = lab.started.elapsed().as_secs_f64();
-        let json = lab.dir.join(format!("{}.json", R::NAME));
-        std::fs::write(&json, serde_json::to_string_pretty(results)?).with_context(|| json.display().to_string())?;
+        let json = self.save(lab, results, R::NAME)?;
         say(R::NAME, format!("raw results in {}", json.display()));
         if !self.no_write {
             report::write_section(&self.benchmarks, R::NAME, &results.markdown())?;
         }
         Ok(())
     }
+
+    /// Ends a run whose results are the section `name` of their own, outside the generated one: `render` leaves it
+    /// alone, so a run too long to repeat often (a million connections) keeps its figures until it runs again.
+    pub fn finish_own<R: Section>(&self, lab: &Lab, results: &mut R, name: &str) -> anyhow::Result<()> {
+        let json = self.save(lab, results, name)?;
+        say(name, format!("raw results in {}", json.display()));
+        if !self.no_write {
+            report::write_own_section(&self.benchmarks, name, &results.markdown())?;
+        }
+        Ok(())
+    }
+
+    /// Load average and wall time into `results`, then `results` as `name.json` in the lab; that file's path.
+    fn save<R: Section>(&self, lab: &Lab, results: &mut R, name: &str) -> anyhow::Result<PathBuf> {
+        let run = results.run();
+        if let Some(machine) = &mut run.machine {
+            machine.load_end = measure::loadavg();
+        }
+        run.wall_secs = lab.started.elapsed().as_secs_f64();
+        let json = lab.dir.join(format!("{name}.json"));
+        std::fs::write(&json, serde_json::to_string_pretty(results)?).with_context(|| json.display().to_string())?;
+        Ok(json)
+    }
 }
 
-/// Flags of `scale`: 100,000 connections, one topic each, on 6 nodes from 6 load processes.
+/// Flags of `scale`: by default 100,000 connections, one topic each, on 6 nodes from 6 load processes.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ScaleArgs {
     /// Gossip interval X.
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     pub interval: Duration,
+    /// Nodes in the cluster.
+    #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u64).range(1..=200))]
+    pub nodes: u64,
+    /// Connections to hold, over every node.
+    #[arg(long, default_value_t = 100_000)]
+    pub connections: u64,
+    /// Topics shared by every load process (round-robin, so each topic is on every node); without it each
+    /// connection has a topic of its own.
+    #[arg(long)]
+    pub topics: Option<u64>,
+    /// Load processes, each on one node and two 127.0.1.x source addresses (at most ~19k connections each, the
+    /// open-files limit); default one per node.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=120))]
+    pub procs: Option<u64>,
+    /// The load processes stop opening connections once the machine's MemAvailable is below this (MiB); 0: never.
+    #[arg(long, default_value_t = 0)]
+    pub min_available_mib: u64,
+    /// The load processes stop opening connections this long after they started (a time budget); default: never.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub connect_for: Option<Duration>,
+    /// How long a load process may take to connect all of its connections.
+    #[arg(long, default_value = "300s", value_parser = humantime::parse_duration)]
+    pub connect_timeout: Duration,
+    /// Write the results as the section `NAME` outside the generated one (between `<!-- loadtest:NAME:begin -->`
+    /// and `…:end`, added at the end of the file the first time) and to `NAME.json`, instead of the scale part.
+    #[arg(long, value_name = "NAME")]
+    pub section: Option<String>,
     #[command(flatten)]
     pub run: RunArgs,
 }
@@ -109,32 +154,38 @@ pub async fn check_totals(lab: &Lab, nodes: &[SocketAddr], want: u64, when: &str
     }
 }
 
-/// The scale run's core, also the suite's quiet reading: `holds` (`hold` flags) on `nodes`; agreement (at most
-/// `wait`), memory after `settle`, gossip tail (from `r.gossip_idle`) and steady over `window`, release, totals to 0.
+/// The scale run's core, also the suite's quiet reading: `holds` (`hold` flags) on `nodes`, each connected within
+/// `connect`; agreement (at most `wait`), memory after `settle`, gossip tail (from `r.gossip_idle`) and steady over
+/// `window`, release, totals to 0.
 pub async fn quiet(
     lab: &Lab,
     (tag, nodes): (&str, &[Server]),
-    [wait, settle, window]: [Duration; 3],
+    [connect, wait, settle, window]: [Duration; 4],
     holds: &[String],
     r: &mut ScaleResults,
 ) -> anyhow::Result<()> {
     let https: Vec<SocketAddr> = nodes.iter().map(|node| node.http).collect();
     let (pulls_before, connecting) = (lab.counters(&https, [PULLS]).await, Instant::now());
+    let dropped_before = measure::udp_rcvbuf_errors();
     let mut holders = Vec::new();
     for (i, args) in holds.iter().enumerate() {
         holders.push(lab.holder(&format!("{tag}-hold-{i}"), args)?);
     }
     for holder in &mut holders {
-        let ready = holder.report(Duration::from_secs(300)).await?;
+        let ready = holder.report(connect).await?;
         r.held += ready.held;
+        r.rss_load_kib += ready.rss_self_kib;
         if ready.failed > 0 {
             let problem = format!("{tag}: a load process had {} failed joins", ready.failed);
             r.run.problems.push(problem);
         }
+        r.stopped.extend(ready.stopped);
     }
     let (held, secs) = (r.held, connecting.elapsed().as_secs_f64());
     say(tag, format!("{held} held after {secs:.1} s; waiting for agreement"));
     let agreed = lab.wait_totals(&https, held, wait).await;
+    let dropped = measure::udp_rcvbuf_errors().zip(dropped_before);
+    r.udp_rcvbuf_errors = dropped.map_or(0, |(after, before)| after.saturating_sub(before));
     (r.connect_secs, r.agree_ms) = (secs, slowest_ms(&agreed));
     r.agree_each_ms = agreed.iter().map(|took| slowest_ms(&[*took])).collect();
     let pulls = lab.counters(&https, [PULLS]).await.into_iter().zip(pulls_before);
@@ -145,7 +196,7 @@ pub async fn quiet(
         r.run.problems.push(problem);
     }
     tokio::time::sleep(settle).await;
-    r.rss_held_kib = Lab::rss_kib(nodes);
+    (r.rss_held_kib, r.mem_available_held_mib) = (Lab::rss_kib(nodes), measure::mem_available_mib().unwrap_or(0));
     let tail = lab.wait_quiet(&https, &r.gossip_idle, wait).await;
     r.quiet_tail_secs = tail.map(|took| (took + settle).as_secs_f64());
     r.gossip_steady = lab.gossip(&https, window).await;
@@ -173,32 +224,60 @@ pub async fn quiet(
     Ok(())
 }
 
-/// Runs `scale`: one `hold` process per node (~17k sockets each, under the 20,000 open files of a process).
+/// Runs `scale`: one `hold` process per node by default (~17k sockets each, under the 20,000 open files of a
+/// process), each on its own node and its own two source addresses (~28k ports each).
 pub async fn scale(args: ScaleArgs) -> anyhow::Result<ScaleResults> {
-    let (nodes, procs, connections, x) = (6, 6, 100_000_u64, args.interval);
+    let (nodes, connections, x) = (args.nodes as usize, args.connections, args.interval);
+    let procs = args.procs.map_or(nodes, |procs| procs as usize);
+    anyhow::ensure!(
+        procs * 2 + 10 < 255,
+        "{procs} load processes need more than 127.0.1.10-254"
+    );
     let per_proc = connections.div_ceil(procs as u64);
-    let (lab, mut r) = args.run.start::<ScaleResults>("scale")?;
+    let mode = args.section.as_deref().unwrap_or("scale");
+    let (lab, mut r) = args.run.start::<ScaleResults>(mode)?;
     (r.nodes, r.procs, r.sources, r.requested) = (nodes, procs, procs * 2, connections);
-    r.interval_ms = x.as_secs_f64() * 1000.0;
-    say("scale", format!("starting {nodes} nodes, X = {x:?}"));
-    let servers = lab.cluster("scale", nodes, x).await?;
+    (r.topics, r.interval_ms) = (args.topics.unwrap_or(0), x.as_secs_f64() * 1000.0);
+    r.poll_ms = Lab::poll_period(nodes).as_secs_f64() * 1000.0;
+    say(mode, format!("starting {nodes} nodes, X = {x:?}"));
+    let servers = lab.cluster(mode, nodes, x).await?;
     let https: Vec<SocketAddr> = servers.iter().map(|node| node.http).collect();
     (r.gossip_idle, r.rss_before_kib) = (lab.gossip(&https, Duration::from_secs(5)).await, Lab::rss_kib(&servers));
+    r.mem_available_before_mib = measure::mem_available_mib().unwrap_or(0);
     let mut holds = Vec::new();
     for p in 0..procs {
         let count = per_proc.min(connections.saturating_sub(per_proc * p as u64));
         let (to, from) = (https[p % https.len()], format!("127.0.1.{}-{}", 10 + 2 * p, 11 + 2 * p));
-        let topics = format!("--connections {count} --topics {count} --topic-prefix scale/p{p}/");
-        holds.push(format!("--targets {to} --sources {from} {topics} --settle 0s"));
+        let topics = match args.topics {
+            None => format!("--topics {count} --topic-prefix scale/p{p}/"),
+            Some(topics) => format!("--topics {topics} --topic-prefix scale/"),
+        };
+        let floor = args.min_available_mib;
+        let budget = args
+            .connect_for
+            .map(|budget| format!(" --connect-for {}ms", budget.as_millis()));
+        let load = format!("--connections {count} {topics} --settle 0s --min-available-mib {floor}");
+        let load = load + &budget.unwrap_or_default();
+        holds.push(format!("--targets {to} --sources {from} {load}"));
     }
     let line = format!("{procs} load processes opening {connections} connections");
-    say("scale", line);
-    let times = [Duration::from_secs(60), x * 2, Duration::from_secs(10)];
-    quiet(&lab, ("scale", &servers), times, &holds, &mut r).await?;
+    say(mode, line);
+    let times = [
+        args.connect_timeout,
+        Duration::from_secs(60),
+        x * 2,
+        Duration::from_secs(10),
+    ];
+    quiet(&lab, (mode, &servers), times, &holds, &mut r).await?;
     let worst = r.holds.iter().map(|h| h.first_frame);
     r.connect_worst = worst.max_by(|a, b| a.p99_ms.total_cmp(&b.p99_ms)).unwrap_or_default();
+    // Nothing was killed, so every member declared down before the shutdown was a false down.
+    r.member_downs = lab.log_lines(&servers, "member down");
     Server::stop(servers, &mut r.run.problems).await;
-    args.run.finish(&lab, &mut r)?;
+    match &args.section {
+        None => args.run.finish(&lab, &mut r)?,
+        Some(name) => args.run.finish_own(&lab, &mut r, name)?,
+    }
     Ok(r)
 }
 

@@ -159,7 +159,12 @@ async fn cluster_part(lab: &Lab, n: usize, x: Duration, problems: &mut Vec<Strin
     let holds = [format!("--targets {to} --sources 127.0.0.30-33 {topics} --settle 0s")];
     let mut q = ScaleResults::default();
     q.gossip_idle.clone_from(&c.gossip_idle);
-    let times = [Duration::from_secs(30), Duration::ZERO, window];
+    let times = [
+        Duration::from_secs(300),
+        Duration::from_secs(30),
+        Duration::ZERO,
+        window,
+    ];
     quiet(lab, (tag, &nodes), times, &holds, &mut q).await?;
     (c.quiet_topics, c.quiet_agree_ms, c.quiet_agree_each_ms) = (q.held, q.agree_ms, q.agree_each_ms);
     (c.quiet_pulls_each, c.quiet_tail_secs, c.gossip_quiet) = (q.pulls_each, q.quiet_tail_secs, q.gossip_steady);
