@@ -85,6 +85,17 @@ pub struct ClusterConfig {
     pub first_incarnation: Option<u64>,
 }
 
+/// Why the cluster layer could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// TLS for pulls between nodes could not be set up.
+    #[error("tls for pulls between nodes: {0}")]
+    SyncTls(#[from] rustls::Error),
+    /// The gossip thread's runtime or socket could not be set up.
+    #[error("gossip thread: {0}")]
+    Gossip(#[from] std::io::Error),
+}
+
 /// A running cluster layer: the view for readers, the sync service for the
 /// gRPC server.
 pub struct Cluster {
@@ -97,7 +108,7 @@ impl Cluster {
     /// Starts the gossip task and the seed announcer on `tracker`, in the
     /// current tracing span. `socket` is the bound gossip socket; `table` is
     /// this node's local counts. Both tasks stop on `shutdown`, the gossip
-    /// task after leaving. Fails only if TLS for pulls cannot be set up.
+    /// task after leaving. Fails if TLS for pulls or the gossip thread cannot be set up.
     pub fn start(
         config: ClusterConfig,
         socket: UdpSocket,
@@ -105,7 +116,7 @@ impl Cluster {
         registry: &mut Registry,
         tracker: &TaskTracker,
         shutdown: CancellationToken,
-    ) -> Result<Self, rustls::Error> {
+    ) -> Result<Self, StartError> {
         let sync_tls = config.sync_tls.then(sync_tls::connector).transpose()?;
         let metrics = ClusterMetrics::register(registry);
         let mut identity = NodeId::starting_now(&config.node_name, config.advertise, config.sync_port);
@@ -131,7 +142,6 @@ impl Cluster {
             timings: config.timings,
         };
         let parts = GossipParts {
-            socket,
             sealer,
             table,
             view: view_tx,
@@ -140,7 +150,7 @@ impl Cluster {
             tracker: tracker.clone(),
             shutdown,
         };
-        gossip::spawn(settings, parts, config.seeds);
+        gossip::spawn(settings, parts, socket, config.seeds)?;
         Ok(Self { view, sync, link })
     }
 

@@ -12,7 +12,9 @@
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use futures_util::Stream;
-use headcount_cluster::{Cluster, ClusterConfig, ClusterSecret, NodeName, PeerLimits, Timings};
+use headcount_cluster::{
+    Cluster, ClusterConfig, ClusterSecret, NodeName, PeerLimits, StartError as ClusterStartError, Timings,
+};
 use headcount_counter::CounterTable;
 use headcount_history::{History, HistoryConfig, HistorySync, StoreError};
 use headcount_proto::v1::{cluster_server::ClusterServer, counter_server::CounterServer, stats_server::StatsServer};
@@ -145,9 +147,9 @@ pub enum StartError {
     /// The TLS certificate or key could not be loaded.
     #[error("--tls-cert / --tls-key: {0}")]
     Tls(#[from] TlsError),
-    /// TLS for pulls between nodes could not be set up.
-    #[error("tls for pulls between nodes: {0}")]
-    SyncTls(#[from] rustls::Error),
+    /// The cluster layer could not start.
+    #[error("cluster: {0}")]
+    Cluster(#[from] ClusterStartError),
     /// The history store could not be opened.
     #[error("--data-dir: {0}")]
     History(StoreError),
