@@ -100,6 +100,8 @@ pub struct NodeCore {
     /// When this node last sent an update or digest.
     last_sent: Instant,
     view_dirty: bool,
+    /// `leave` was called: foca's `Defunct` that follows is expected.
+    leaving: bool,
     effects: Vec<Effect>,
     metrics: ClusterMetrics,
 }
@@ -130,6 +132,7 @@ impl NodeCore {
             seeded_alone: false,
             last_sent: now,
             view_dirty: true,
+            leaving: false,
             effects: Vec::new(),
             metrics,
         }
@@ -294,6 +297,7 @@ impl NodeCore {
     /// instead of waiting for failure detection. Only the datagrams matter
     /// after this.
     pub fn leave(&mut self, now: Instant) {
+        self.leaving = true;
         log_foca_error("leave", self.foca.leave_cluster(&mut self.runtime));
         self.drain_foca(now);
         info!(node = %self.identity.name, "left the cluster");
@@ -419,6 +423,7 @@ impl NodeCore {
             }
             OwnedNotification::Active => info!("joined the cluster"),
             OwnedNotification::Idle => info!("no other live member"),
+            OwnedNotification::Defunct if self.leaving => debug!("down, as leaving makes it"),
             OwnedNotification::Defunct => warn!("declared down by the cluster and cannot rejoin"),
         }
         self.view_dirty = true;
