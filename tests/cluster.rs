@@ -39,17 +39,6 @@ async fn cluster_with(names: &[&str], tweak: impl Fn(&mut headcount_server::Node
     nodes
 }
 
-async fn metric(node: &TestNode, line_start: &str) -> f64 {
-    let response = reqwest::get(format!("http://{}/metrics", node.http))
-        .await
-        .expect("metrics");
-    let text = response.text().await.expect("metrics body");
-    text.lines()
-        .filter(|line| line.starts_with(line_start))
-        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_node_converges_on_the_cluster_wide_count() {
     let nodes = cluster(&["a", "b", "c"]).await;
@@ -229,8 +218,14 @@ async fn a_node_with_another_secret_can_neither_join_nor_count() {
         CONVERGE,
         "a refuses the intruder's and the open node's packets",
         || async {
-            metric(&nodes[0], "headcount_gossip_dropped_total{reason=\"bad_mac\"}").await >= 2.0
-                && metric(&nodes[0], "headcount_gossip_dropped_total{reason=\"unauthenticated\"}").await >= 2.0
+            nodes[0]
+                .metric("headcount_gossip_dropped_total{reason=\"bad_mac\"}")
+                .await
+                >= 2.0
+                && nodes[0]
+                    .metric("headcount_gossip_dropped_total{reason=\"unauthenticated\"}")
+                    .await
+                    >= 2.0
         },
     )
     .await;
@@ -261,12 +256,12 @@ async fn thousands_of_garbage_datagrams_are_survived() {
             let _ = sender.send_to(&datagram, nodes[0].gossip).await;
         }
         // Paced by a round trip, so the kernel's receive buffer never overflows.
-        metric(&nodes[0], "headcount_gossip_received_packets_total").await;
+        nodes[0].metric("headcount_gossip_received_packets_total").await;
     }
     let _b = nodes[1].connect_n("still", 2).await;
     converge(&[&nodes[0], &nodes[1]], "still", 2, CONVERGE).await;
     eventually(CONVERGE, "garbage is counted as dropped", || async {
-        metric(&nodes[0], "headcount_gossip_dropped_total").await >= 4_000.0
+        nodes[0].metric("headcount_gossip_dropped_total").await >= 4_000.0
     })
     .await;
 }
@@ -368,9 +363,9 @@ async fn a_late_joiner_pulls_the_whole_state_and_a_burst_is_repaired_by_a_delta(
         list["total"] == 1_500
     })
     .await;
-    let full_pulls = metric(&b, "headcount_cluster_full_pulls_total").await;
+    let full_pulls = b.metric("headcount_cluster_full_pulls_total").await;
     assert!(full_pulls >= 1.0, "a new member's state comes whole");
-    let pulls = metric(&b, "headcount_cluster_pulls_total{result=\"ok\"}").await;
+    let pulls = b.metric("headcount_cluster_pulls_total{result=\"ok\"}").await;
     // More topics in one round than broadcasts carry: b must pull, and
     // what it pulls is what changed.
     let burst = (1_500..3_000).map(|i| a.connect_owned(format!("burst/{i}")));
@@ -381,11 +376,11 @@ async fn a_late_joiner_pulls_the_whole_state_and_a_burst_is_repaired_by_a_delta(
     })
     .await;
     assert!(
-        metric(&b, "headcount_cluster_pulls_total{result=\"ok\"}").await > pulls,
+        b.metric("headcount_cluster_pulls_total{result=\"ok\"}").await > pulls,
         "the burst was pulled"
     );
     assert_eq!(
-        metric(&b, "headcount_cluster_full_pulls_total").await,
+        b.metric("headcount_cluster_full_pulls_total").await,
         full_pulls,
         "as a delta, not the whole state"
     );

@@ -347,20 +347,6 @@ async fn an_unauthenticated_sync_call_is_not_decoded_beyond_1_kib() {
     assert_ne!(refused.code(), Code::OutOfRange, "small requests are read: {refused}");
 }
 
-/// The `headcount_watchers` gauge of `node`.
-async fn watchers(node: &TestNode) -> f64 {
-    let text = reqwest::get(format!("http://{}/metrics", node.http))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("body");
-    text.lines()
-        .find_map(|line| line.strip_prefix("headcount_watchers "))
-        .and_then(|value| value.parse().ok())
-        .unwrap_or(f64::NAN)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_watcher_that_never_reads_is_cut_off_once_its_buffers_fill() {
     let node = node_with(|config| {
@@ -376,11 +362,11 @@ async fn a_watcher_that_never_reads_is_cut_off_once_its_buffers_fill() {
     let stream = socket.connect(node.http).await.expect("connect");
     let url = format!("ws://{}/ws/{topic}?watch=1", node.http);
     let (_never_read, _) = tokio_tungstenite::client_async(url, stream).await.expect("upgrade");
-    assert_eq!(watchers(&node).await, 1.0);
+    assert_eq!(node.metric("headcount_watchers").await, 1.0);
     // Every join and leave changes the count, so the watcher is pushed a
     // frame a millisecond until its buffers are full and a send times out.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while watchers(&node).await > 0.0 {
+    while node.metric("headcount_watchers").await > 0.0 {
         assert!(
             tokio::time::Instant::now() < deadline,
             "a watcher that never reads still holds its session"

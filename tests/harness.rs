@@ -184,6 +184,23 @@ impl TestNode {
         body["count"].as_u64().expect("count")
     }
 
+    /// The sum of the `/metrics` samples named `sample`: with labels
+    /// (`name{reason="x"}`) that sample, without them every sample of the
+    /// family; 0 when there is none.
+    pub async fn metric(&self, sample: &str) -> f64 {
+        let text = reqwest::get(format!("http://{}/metrics", self.http))
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("metrics body");
+        text.lines()
+            .filter_map(|line| line.strip_prefix(sample))
+            .filter(|rest| rest.starts_with([' ', '{']))
+            .filter_map(|rest| rest.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
     /// Opens `n` counted websockets on `topic` (already percent-encoded).
     pub async fn connect_n(&self, topic: &str, n: usize) -> Vec<Ws> {
         let mut sockets = Vec::with_capacity(n);

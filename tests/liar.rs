@@ -150,18 +150,6 @@ impl Liar {
     }
 }
 
-async fn metric(node: &TestNode, sample: &str) -> f64 {
-    let text = reqwest::get(format!("http://{}/metrics", node.http))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("body");
-    text.lines()
-        .find_map(|line| line.strip_prefix(sample)?.trim().parse().ok())
-        .unwrap_or(0.0)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_with_the_secret_can_neither_speak_for_others_nor_claim_too_much() {
     let secret = || Some(ClusterSecret::new(SECRET.to_vec()).expect("long enough"));
@@ -195,7 +183,9 @@ async fn a_peer_with_the_secret_can_neither_speak_for_others_nor_claim_too_much(
     liar.send_counts(b.gossip, a_id.node_ref(), next_seq, &[("news", 99)])
         .await;
     eventually(SOON, "b drops counts that do not come from their origin", || async {
-        metric(&b, "headcount_gossip_dropped_total{reason=\"not_from_origin\"}").await >= 1.0
+        b.metric("headcount_gossip_dropped_total{reason=\"not_from_origin\"}")
+            .await
+            >= 1.0
     })
     .await;
     assert_eq!(b.count("news").await, 2, "a's visitors, as a itself says");
@@ -204,7 +194,9 @@ async fn a_peer_with_the_secret_can_neither_speak_for_others_nor_claim_too_much(
     liar.run_for(Duration::from_millis(500)).await;
     liar.send_counts(b.gossip, liar.me(), 1, &[("lies", 1_000)]).await;
     eventually(SOON, "b refuses a count above --max-connections", || async {
-        metric(&b, "headcount_gossip_dropped_total{reason=\"count_too_high\"}").await >= 1.0
+        b.metric("headcount_gossip_dropped_total{reason=\"count_too_high\"}")
+            .await
+            >= 1.0
     })
     .await;
     assert_eq!(b.count("lies").await, 0);

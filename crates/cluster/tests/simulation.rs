@@ -638,9 +638,18 @@ fn change_and_agree(sim: &mut Sim, step: usize, within: Duration) -> Result<Dura
 fn bytes_per_node_second(sim: &mut Sim, over: Duration) -> f64 {
     let before = sim.sent_bytes();
     sim.run_for(over);
-    let after = sim.sent_bytes();
+    sent_per_live_node_second(sim, before, over)
+}
+
+/// Bytes sent since `before` (per node), per live node and second of `over`.
+fn sent_per_live_node_second(sim: &Sim, before: Vec<u64>, over: Duration) -> f64 {
     let live = (0..sim.nodes.len()).filter(|&node| sim.live(node)).count();
-    let sent: u64 = after.iter().zip(&before).map(|(after, before)| after - before).sum();
+    let sent: u64 = sim
+        .sent_bytes()
+        .iter()
+        .zip(&before)
+        .map(|(after, before)| after - before)
+        .sum();
     sent as f64 / live as f64 / over.as_secs_f64()
 }
 
@@ -657,10 +666,7 @@ fn busy_bytes_per_node_second(sim: &mut Sim, topics: usize, over: Duration) -> f
         }
         sim.run_for(X);
     }
-    let after = sim.sent_bytes();
-    let live = (0..sim.nodes.len()).filter(|&node| sim.live(node)).count();
-    let sent: u64 = after.iter().zip(&before).map(|(after, before)| after - before).sum();
-    sent as f64 / live as f64 / (rounds as f64 * X.as_secs_f64())
+    sent_per_live_node_second(sim, before, X * u32::try_from(rounds).expect("a few rounds"))
 }
 
 #[test]

@@ -336,6 +336,18 @@ fn history() -> impl Strategy<Value = (Vec<Update>, HashMap<Topic, u64>)> {
     })
 }
 
+/// Each topic's last (count, seq) among `updates` with a seq above `since`:
+/// what a sender's state (or delta from `since`) holds of them.
+fn set_after(updates: &[Update], since: u64) -> HashMap<Topic, (u64, u64)> {
+    let mut set = HashMap::new();
+    for u in updates.iter().filter(|u| u.seq > since) {
+        for (t, c) in &u.counts {
+            set.insert(t.clone(), (*c, u.seq));
+        }
+    }
+    set
+}
+
 fn totals_of(state: &ClusterState) -> HashMap<Topic, u64> {
     state.totals().into_iter().collect()
 }
@@ -367,12 +379,7 @@ proptest! {
     ) {
         // The full state as of update `cut`, built from the history.
         let cut = cut.index(updates.len()) + 1;
-        let mut at_cut: HashMap<Topic, (u64, u64)> = HashMap::new();
-        for u in &updates[..cut] {
-            for (t, c) in &u.counts {
-                at_cut.insert(t.clone(), (*c, u.seq));
-            }
-        }
+        let at_cut = set_after(&updates[..cut], 0);
         let full = FullState {
             name: "b".into(),
             incarnation: 1,
@@ -411,12 +418,7 @@ proptest! {
             }
         }
         let since = state.node("b", 1).map_or(0, |node| node.watermark);
-        let mut changed: HashMap<Topic, (u64, u64)> = HashMap::new();
-        for u in updates[..cut].iter().filter(|u| u.seq > since) {
-            for (t, c) in &u.counts {
-                changed.insert(t.clone(), (*c, u.seq));
-            }
-        }
+        let changed = set_after(&updates[..cut], since);
         let repair = FullState {
             name: "b".into(),
             incarnation: 1,
